@@ -1,0 +1,117 @@
+"""coord-server's configuration: etcd's flag names, defaults and meanings."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_MAX_REQUEST_BYTES = 1_572_864  # 1.5 MiB, as etcd
+DEFAULT_QUOTA_BACKEND_BYTES = 2 * 1024**3  # 2 GiB, as etcd
+DEFAULT_MAX_TXN_OPS = 128
+
+
+@dataclass
+class ServerConfig:
+    name: str = "default"
+    data_dir: Path = Path("default.coord")
+    listen_client_urls: list[str] = field(default_factory=lambda: ["http://127.0.0.1:2379"])
+    advertise_client_urls: list[str] = field(default_factory=lambda: ["http://127.0.0.1:2379"])
+    listen_client_http_urls: list[str] = field(default_factory=lambda: ["http://127.0.0.1:2381"])
+    listen_peer_urls: list[str] = field(default_factory=lambda: ["http://127.0.0.1:2380"])
+    initial_advertise_peer_urls: list[str] = field(default_factory=lambda: ["http://127.0.0.1:2380"])
+    initial_cluster: str = ""
+    initial_cluster_state: str = "new"
+    initial_cluster_token: str = "etcd-cluster"
+    heartbeat_interval_ms: int = 100
+    election_timeout_ms: int = 1000
+    snapshot_count: int = 10_000
+    quota_backend_bytes: int = DEFAULT_QUOTA_BACKEND_BYTES
+    max_txn_ops: int = DEFAULT_MAX_TXN_OPS
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    log_level: str = "info"
+
+    def initial_members(self) -> dict[str, list[str]]:
+        """--initial-cluster as {name: [peer urls]}; defaults to this member alone."""
+        if not self.initial_cluster:
+            return {self.name: list(self.initial_advertise_peer_urls)}
+        members: dict[str, list[str]] = {}
+        for item in self.initial_cluster.split(","):
+            name, sep, url = item.strip().partition("=")
+            if not sep or not name or not url:
+                raise ValueError(f"--initial-cluster: expected name=url, got {item!r}")
+            members.setdefault(name, []).append(url)
+        return members
+
+
+def host_port(url: str) -> tuple[str, int]:
+    """(host, port) of an http(s) URL such as http://127.0.0.1:2379."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
+        raise ValueError(f"expected a URL like http://127.0.0.1:2379, got {url!r}")
+    return parts.hostname, parts.port
+
+
+def _urls(value: str) -> list[str]:
+    urls = [u.strip() for u in value.split(",") if u.strip()]
+    for url in urls:
+        host_port(url)
+    return urls
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="coord-server",
+        description="A key-value server that speaks the etcd v3 API. Flags carry etcd's names and defaults.",
+    )
+    d = ServerConfig()
+    p.add_argument("--name", default=d.name, help="human-readable name of this member")
+    p.add_argument("--data-dir", type=Path, default=None, help="data directory (default: ./<name>.coord)")
+    p.add_argument("--listen-client-urls", type=_urls, default=d.listen_client_urls, help="gRPC client URLs")
+    p.add_argument("--advertise-client-urls", type=_urls, default=None, help="client URLs advertised to others")
+    p.add_argument(
+        "--listen-client-http-urls",
+        type=_urls,
+        default=d.listen_client_http_urls,
+        help="HTTP URLs for /health, /version (and the JSON gateway)",
+    )
+    p.add_argument("--listen-peer-urls", type=_urls, default=d.listen_peer_urls, help="URLs for peer traffic")
+    p.add_argument("--initial-advertise-peer-urls", type=_urls, default=None, help="peer URLs advertised to others")
+    p.add_argument("--initial-cluster", default="", help="name=peerURL,... of the initial members")
+    p.add_argument("--initial-cluster-state", choices=["new", "existing"], default="new")
+    p.add_argument("--initial-cluster-token", default=d.initial_cluster_token)
+    p.add_argument("--heartbeat-interval", type=int, default=d.heartbeat_interval_ms, help="milliseconds")
+    p.add_argument("--election-timeout", type=int, default=d.election_timeout_ms, help="milliseconds")
+    p.add_argument("--snapshot-count", type=int, default=d.snapshot_count, help="applied entries kept in the log")
+    p.add_argument("--quota-backend-bytes", type=int, default=d.quota_backend_bytes)
+    p.add_argument("--max-txn-ops", type=int, default=d.max_txn_ops)
+    p.add_argument("--max-request-bytes", type=int, default=d.max_request_bytes)
+    p.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warn", "error"])
+    return p
+
+
+def from_args(argv: list[str] | None = None) -> ServerConfig:
+    args = parser().parse_args(argv)
+    config = ServerConfig(
+        name=args.name,
+        data_dir=args.data_dir or Path(f"{args.name}.coord"),
+        listen_client_urls=args.listen_client_urls,
+        advertise_client_urls=args.advertise_client_urls or args.listen_client_urls,
+        listen_client_http_urls=args.listen_client_http_urls,
+        listen_peer_urls=args.listen_peer_urls,
+        initial_advertise_peer_urls=args.initial_advertise_peer_urls or args.listen_peer_urls,
+        initial_cluster=args.initial_cluster,
+        initial_cluster_state=args.initial_cluster_state,
+        initial_cluster_token=args.initial_cluster_token,
+        heartbeat_interval_ms=args.heartbeat_interval,
+        election_timeout_ms=args.election_timeout,
+        snapshot_count=args.snapshot_count,
+        quota_backend_bytes=args.quota_backend_bytes,
+        max_txn_ops=args.max_txn_ops,
+        max_request_bytes=args.max_request_bytes,
+        log_level=args.log_level,
+    )
+    if config.max_txn_ops < 1 or config.max_request_bytes < 1 or config.quota_backend_bytes < 1:
+        raise SystemExit("coord-server: --max-txn-ops, --max-request-bytes and --quota-backend-bytes must be > 0")
+    return config

@@ -1,0 +1,38 @@
+"""coord-server: run one member until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from coord.server.config import ServerConfig, from_args
+from coord.server.server import MemberServer
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+
+
+async def serve(config: ServerConfig) -> None:
+    server = MemberServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logging.getLogger("coord.server").info("stopping")
+    await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = from_args(argv)
+    logging.basicConfig(
+        level=_LEVELS[config.log_level], format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    asyncio.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

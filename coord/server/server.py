@@ -1,0 +1,86 @@
+"""Assembles a member: storage, node loop, gRPC services and HTTP endpoints; starts and stops them in order."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from aiohttp import web
+
+from coord._proto.etcdserverpb import rpc_pb2_grpc
+from coord.server.api.cluster import ClusterService
+from coord.server.api.common import Headers
+from coord.server.api.http import make_app
+from coord.server.api.kv import KVService
+from coord.server.api.maintenance import MaintenanceService
+from coord.server.config import ServerConfig, host_port
+from coord.server.membership import Member, load_or_create_identity
+from coord.server.node import Node
+from coord.server.storage import Backend
+
+log = logging.getLogger(__name__)
+
+# Room for protobuf framing on top of the largest request, as etcd allows.
+_GRPC_OVERHEAD_BYTES = 512 * 1024
+
+
+class MemberServer:
+    """One coord-server member. ``await start()`` listens; ``await stop()`` drains and closes everything."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        members = config.initial_members()
+        if len(members) > 1:
+            raise SystemExit(
+                "coord-server: multi-member clusters (--initial-cluster with several members) are not supported yet; "
+                "start a single member"
+            )
+        self.config = config
+        # The map is address space, not disk: room for the quota plus headroom for copy-on-write pages.
+        self.backend = Backend(config.data_dir, map_size=config.quota_backend_bytes * 2 + 256 * 1024**2)
+        member_id, cluster_id = load_or_create_identity(
+            self.backend, config.initial_advertise_peer_urls, config.initial_cluster_token
+        )
+        self.node = Node(self.backend, member_id, log_retain=config.snapshot_count)
+        headers = Headers(self.node, cluster_id)
+        me = Member(member_id, config.name, config.initial_advertise_peer_urls, config.advertise_client_urls)
+        self._grpc = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", config.max_request_bytes + _GRPC_OVERHEAD_BYTES),
+                ("grpc.max_send_message_length", 2**31 - 1),
+                ("grpc.max_concurrent_streams", 2**31 - 1),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+                ("grpc.http2.max_pings_without_data", 0),
+            ]
+        )
+        rpc_pb2_grpc.add_KVServicer_to_server(
+            KVService(self.node, headers, config.max_request_bytes, config.max_txn_ops), self._grpc
+        )
+        rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.node, headers), self._grpc)
+        rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService([me], headers), self._grpc)
+        for url in config.listen_client_urls:
+            host, port = host_port(url)
+            self._grpc.add_insecure_port(f"{host}:{port}")
+        self._http = web.AppRunner(make_app(self.node), access_log=None)
+
+    async def start(self) -> None:
+        await self.node.start()
+        await self._http.setup()
+        for url in self.config.listen_client_http_urls:
+            host, port = host_port(url)
+            await web.TCPSite(self._http, host, port).start()
+        await self._grpc.start()
+        log.info(
+            "coord-server %s serving gRPC on %s and HTTP on %s (data dir %s)",
+            self.config.name,
+            ",".join(self.config.listen_client_urls),
+            ",".join(self.config.listen_client_http_urls),
+            self.config.data_dir,
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting calls, let in-flight ones finish (bounded), then stop the node and close the store."""
+        await self._grpc.stop(grace=2.0)
+        await self._http.cleanup()
+        await self.node.stop()
+        self.backend.close()

@@ -1,0 +1,12 @@
+"""Test support shared by coord's tests and its users: real server processes on free loopback ports."""
+
+from coord.testing.procs import (
+    ServerProcess,
+    etcd_binary,
+    free_port,
+    start_coord_server,
+    start_etcd,
+    wait_for_port,
+)
+
+__all__ = ["ServerProcess", "etcd_binary", "free_port", "start_coord_server", "start_etcd", "wait_for_port"]
