@@ -7,12 +7,13 @@ every member and on every replay. It never leaves a partial change behind: a req
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import Message
 
 from coord._proto.etcdserverpb import rpc_pb2
-from coord.server.mvcc import MvccWriter, kv_ops
+from coord.server.mvcc import Event, MvccWriter, kv_ops
 from coord.server.rejection import Rejected
 from coord.server.requests import Kind, decode
 from coord.server.storage import Backend, LogEntry, u64
@@ -20,6 +21,17 @@ from coord.server.storage import Backend, LogEntry, u64
 META_APPLIED = b"applied"
 
 Result = Message | Rejected
+
+
+@dataclass(slots=True)
+class Applied:
+    """The outcome of applying one entry: the proposer's request id, its response or refusal, the store revision
+    after it, and the changes it made (all at that revision; empty when nothing changed)."""
+
+    request_id: int
+    result: Result
+    revision: int
+    events: list[Event]
 
 
 class Applier:
@@ -32,8 +44,8 @@ class Applier:
         raw = txn.get(META_APPLIED, db=self._backend.meta)
         return int.from_bytes(raw, "big") if raw else 0
 
-    def apply(self, txn: Any, entry: LogEntry) -> tuple[int, Result]:
-        """Apply one entry and record it as applied, in ``txn``; returns (request id, response or refusal)."""
+    def apply(self, txn: Any, entry: LogEntry) -> Applied:
+        """Apply one entry and record it as applied, in ``txn``."""
         kind, request_id, request = decode(entry.data)
         writer = MvccWriter(self._backend, txn)
         result: Result
@@ -41,9 +53,9 @@ class Applier:
             result = self._dispatch(writer, kind, request)
         except Rejected as refusal:
             result = refusal
-        writer.finish()
+        revision = writer.finish()
         txn.put(META_APPLIED, u64(entry.index), db=self._backend.meta)
-        return request_id, result
+        return Applied(request_id, result, revision, writer.events)
 
     def _dispatch(self, writer: MvccWriter, kind: Kind, request: Message) -> Message:
         if kind is Kind.PUT:

@@ -30,6 +30,7 @@ class ServerConfig:
     quota_backend_bytes: int = DEFAULT_QUOTA_BACKEND_BYTES
     max_txn_ops: int = DEFAULT_MAX_TXN_OPS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    watch_progress_notify_interval_ms: int = 600_000
     log_level: str = "info"
 
     def initial_members(self) -> dict[str, list[str]]:
@@ -60,6 +61,17 @@ def _urls(value: str) -> list[str]:
     return urls
 
 
+def _duration_ms(value: str) -> int:
+    """A Go-style duration (``10m``, ``5s``, ``500ms``; a bare number is seconds) in milliseconds."""
+    units = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+    for suffix in ("ms", "s", "m", "h"):
+        if value.endswith(suffix) and value[: -len(suffix)].replace(".", "", 1).isdigit():
+            return max(1, int(float(value[: -len(suffix)]) * units[suffix]))
+    if value.replace(".", "", 1).isdigit():
+        return max(1, int(float(value) * 1000))
+    raise argparse.ArgumentTypeError(f"expected a duration like 10m, 5s or 500ms, got {value!r}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="coord-server",
@@ -87,6 +99,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quota-backend-bytes", type=int, default=d.quota_backend_bytes)
     p.add_argument("--max-txn-ops", type=int, default=d.max_txn_ops)
     p.add_argument("--max-request-bytes", type=int, default=d.max_request_bytes)
+    p.add_argument(
+        "--watch-progress-notify-interval",
+        type=_duration_ms,
+        default=d.watch_progress_notify_interval_ms,
+        help="how often idle watchers that asked for it get a progress notification (e.g. 10m, 5s, 500ms)",
+    )
+    p.add_argument(
+        "--experimental-watch-progress-notify-interval",
+        dest="watch_progress_notify_interval",
+        type=_duration_ms,
+        help=argparse.SUPPRESS,
+    )
     p.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warn", "error"])
     return p
 
@@ -110,6 +134,7 @@ def from_args(argv: list[str] | None = None) -> ServerConfig:
         quota_backend_bytes=args.quota_backend_bytes,
         max_txn_ops=args.max_txn_ops,
         max_request_bytes=args.max_request_bytes,
+        watch_progress_notify_interval_ms=args.watch_progress_notify_interval,
         log_level=args.log_level,
     )
     if config.max_txn_ops < 1 or config.max_request_bytes < 1 or config.quota_backend_bytes < 1:

@@ -16,7 +16,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from coord.errors import STOPPED
-from coord.server.applier import Applier, Result
-from coord.server.mvcc import MvccReader
+from coord.server.applier import Applied, Applier, Result
+from coord.server.mvcc import Event, MvccReader
 from coord.server.rejection import Rejected
 from coord.server.requests import Kind, encode
 from coord.server.storage import Backend, DurableLog, LogEntry
@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 # Applied entries older than this many are trimmed from the log, a bounded number per batch.
 _LOG_RETAIN = 10_000
 _TRIM_PER_BATCH = 1_000
+
+
+# Called on the event loop with (revision, events) for every applied change, in revision order.
+ChangeListener = Callable[[int, list[Event]], None]
 
 
 @dataclass(slots=True)
@@ -59,6 +63,7 @@ class Node:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coord-commit")
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._listeners: list[ChangeListener] = []
         # Request ids: the member's low 16 bits, then a counter seeded from the clock, as etcd does.
         seed = (int(time.time() * 1000) & 0xFF_FFFF_FFFF) << 8
         self._ids = itertools.count(((member_id & 0xFFFF) << 48) | seed)
@@ -84,6 +89,14 @@ class Node:
                 proposal.future.set_exception(Rejected(STOPPED))
         self._queue.clear()
         self._executor.shutdown(wait=True)
+
+    def add_change_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener(revision, events)`` on the event loop after every write that changed the store.
+
+        Listeners see every revision exactly once, in order, before the writers' callers are answered. A listener
+        must not block; it must not raise (an exception is logged and the listener stays registered).
+        """
+        self._listeners.append(listener)
 
     def encode(self, kind: Kind, request: Message) -> tuple[int, bytes]:
         """A fresh request id and the log entry data for ``request``."""
@@ -130,17 +143,27 @@ class Node:
                     if not proposal.future.done():
                         proposal.future.set_exception(Rejected(STOPPED))
                 continue
-            for proposal, result in zip(batch, results, strict=True):
+            for applied in results:
+                if applied.events:
+                    self._notify(applied.revision, applied.events)
+            for proposal, applied in zip(batch, results, strict=True):
                 if not proposal.future.done():
-                    proposal.future.set_result(result)
+                    proposal.future.set_result(applied.result)
 
-    def _commit(self, batch: list[_Proposal]) -> list[Result]:
+    def _notify(self, revision: int, events: list[Event]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(revision, events)
+            except Exception:
+                log.exception("change listener %r failed at revision %d", listener, revision)
+
+    def _commit(self, batch: list[_Proposal]) -> list[Applied]:
         """On the commit thread: append, apply and record the batch in one LMDB transaction (one fsync)."""
         first = self.last_index + 1
         entries = [LogEntry(first + i, self.term, 0, p.data) for i, p in enumerate(batch)]
         with self.backend.write() as txn:
             self._log.append(txn, entries)
-            results = [self._applier.apply(txn, entry)[1] for entry in entries]
+            results = [self._applier.apply(txn, entry) for entry in entries]
             self._log.trim(txn, entries[-1].index - self._log_retain, _TRIM_PER_BATCH)
         self.last_index = self.applied_index = entries[-1].index
         return results

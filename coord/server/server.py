@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -13,8 +14,10 @@ from coord.server.api.common import Headers
 from coord.server.api.http import make_app
 from coord.server.api.kv import KVService
 from coord.server.api.maintenance import MaintenanceService
+from coord.server.api.watch import WatchService
 from coord.server.config import ServerConfig, host_port
 from coord.server.membership import Member, load_or_create_identity
+from coord.server.mvcc.watchable import WatchHub
 from coord.server.node import Node
 from coord.server.storage import Backend
 
@@ -56,6 +59,9 @@ class MemberServer:
         rpc_pb2_grpc.add_KVServicer_to_server(
             KVService(self.node, headers, config.max_request_bytes, config.max_txn_ops), self._grpc
         )
+        self.watch_hub = WatchHub(self.node.read, headers.make)
+        self.node.add_change_listener(self.watch_hub.on_change)
+        rpc_pb2_grpc.add_WatchServicer_to_server(WatchService(self.watch_hub), self._grpc)
         rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.node, headers), self._grpc)
         rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService([me], headers), self._grpc)
         for url in config.listen_client_urls:
@@ -65,6 +71,8 @@ class MemberServer:
 
     async def start(self) -> None:
         await self.node.start()
+        self.watch_hub.start()
+        self._progress = asyncio.create_task(self._progress_loop(), name="coord-watch-progress")
         await self._http.setup()
         for url in self.config.listen_client_http_urls:
             host, port = host_port(url)
@@ -78,9 +86,17 @@ class MemberServer:
             self.config.data_dir,
         )
 
+    async def _progress_loop(self) -> None:
+        interval = self.config.watch_progress_notify_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            self.watch_hub.progress_tick()
+
     async def stop(self) -> None:
         """Stop accepting calls, let in-flight ones finish (bounded), then stop the node and close the store."""
         await self._grpc.stop(grace=2.0)
+        self._progress.cancel()
+        await self.watch_hub.stop()
         await self._http.cleanup()
         await self.node.stop()
         self.backend.close()

@@ -19,6 +19,12 @@ class Headers:
         self.cluster_id = cluster_id
         self.member_id = node.member_id
 
+    def make(self, revision: int) -> rpc_pb2.ResponseHeader:
+        """A complete header at ``revision``."""
+        return rpc_pb2.ResponseHeader(
+            cluster_id=self.cluster_id, member_id=self.member_id, revision=revision, raft_term=self._node.term
+        )
+
     def fill(self, header: rpc_pb2.ResponseHeader) -> None:
         header.cluster_id = self.cluster_id
         header.member_id = self.member_id

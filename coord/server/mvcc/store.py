@@ -172,6 +172,38 @@ class MvccReader:
             return kv_pb2.KeyValue.FromString(raw)
         return None
 
+    def history(self, start: int, end: int, max_events: int) -> tuple[list[tuple[int, list[Event]]], int]:
+        """Changes with ``start <= revision <= end``, grouped by revision in order, each event with its previous
+        version; stops after the first whole revision that reaches ``max_events`` events. Returns the groups and the
+        next revision to read. Revisions below the compact revision may be incomplete: check first.
+        """
+        groups: list[tuple[int, list[Event]]] = []
+        count = 0
+        txn = self._txn
+        with txn.cursor(db=self._backend.revisions) as revs, txn.cursor(db=self._backend.key_index) as keys:
+            if not revs.set_range(u64(max(start, 0)) + u64(0)):
+                return groups, end + 1
+            for rev_key, user_key in revs:
+                main = from_u64(rev_key[:8])
+                if main > end:
+                    break
+                if not groups or groups[-1][0] != main:
+                    if count >= max_events:
+                        return groups, main
+                    groups.append((main, []))
+                group = _group(user_key)
+                if not keys.set_key(group + _inv(main)):
+                    continue  # removed by a compaction that raced with this read's caller
+                value = keys.value()
+                kv = kv_pb2.KeyValue.FromString(value[1:])
+                prev = None
+                if keys.next() and keys.key().startswith(group) and keys.value()[0] == _LIVE:
+                    prev = kv_pb2.KeyValue.FromString(keys.value()[1:])
+                kind = kv_pb2.Event.PUT if value[0] == _LIVE else kv_pb2.Event.DELETE
+                groups[-1][1].append(Event(kind, kv, prev))
+                count += 1
+        return groups, end + 1
+
     def hash_kv(self, revision: int) -> tuple[int, int]:
         """(hash, hash revision) over every stored change with main revision <= ``revision`` (0 = current).
 

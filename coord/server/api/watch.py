@@ -1,0 +1,50 @@
+"""The etcd Watch service: one bidirectional stream carries many watchers (see coord.server.mvcc.watchable)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import grpc
+
+from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from coord.server.mvcc.watchable import WatchHub, WatchStream
+
+Context = grpc.aio.ServicerContext[rpc_pb2.WatchRequest, rpc_pb2.WatchResponse]
+
+
+class WatchService(rpc_pb2_grpc.WatchServicer):
+    def __init__(self, hub: WatchHub) -> None:
+        self._hub = hub
+
+    async def Watch(self, request_iterator: object, context: Context) -> None:  # type: ignore[override]
+        stream = self._hub.open_stream()
+        reader = asyncio.create_task(self._read_requests(stream, context))
+        try:
+            while True:
+                response = await stream.next_response()
+                if response is None:
+                    return
+                await context.write(response)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            self._hub.close_stream(stream)
+
+    async def _read_requests(self, stream: WatchStream, context: Context) -> None:
+        """Handle requests until the client half-closes or goes away; then end the stream, as etcd does."""
+        try:
+            while True:
+                request = await context.read()
+                if not isinstance(request, rpc_pb2.WatchRequest):
+                    return  # grpc.aio.EOF: the client half-closed
+                kind = request.WhichOneof("request_union")
+                if kind == "create_request":
+                    self._hub.create(stream, request.create_request)
+                elif kind == "cancel_request":
+                    self._hub.cancel(stream, request.cancel_request.watch_id)
+                elif kind == "progress_request":
+                    self._hub.request_progress(stream)
+        finally:
+            stream.close()

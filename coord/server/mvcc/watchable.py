@@ -1,0 +1,328 @@
+"""The watchable store: delivers every change to the watchers whose range it touches, in order, exactly once.
+
+Each watcher has ``next_revision``: every change below it has been queued for the client, none at or above it has.
+A watcher is either *synced* (it gets changes as they are applied) or *catching up* (it reads them from the MVCC
+history in LMDB, in bounded chunks, until it reaches the current revision and joins the synced set). A watcher whose
+stream has too many responses queued (a slow consumer) leaves the synced set and later catches up from history, so it
+never blocks writes or other watchers and never loses an event. If compaction removes history it still needs, it is
+canceled with ``compact_revision`` set, as etcd does.
+
+Everything here runs on the server's event loop; history reads are short synchronous LMDB read transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass, field
+
+from coord._proto.etcdserverpb import rpc_pb2
+from coord._proto.mvccpb import kv_pb2
+from coord.server.mvcc.store import Event, MvccReader
+
+log = logging.getLogger(__name__)
+
+# A stream with this many responses queued is congested: its synced watchers fall back to history.
+CONGESTED = 512
+# Catching up resumes once the stream has drained below this.
+DRAINED = 128
+# Events read from history per step, so one watcher's catch-up never stalls the loop for long.
+CATCH_UP_EVENTS = 1000
+
+# Node.read: a context manager yielding a consistent view of the last committed state.
+ReaderFactory = Callable[[], AbstractContextManager[MvccReader]]
+
+
+@dataclass(eq=False)
+class Watcher:
+    id: int
+    key: bytes
+    end: bytes | None  # None: the single key; b"": every key >= key
+    next_revision: int
+    stream: WatchStream
+    no_put: bool = False
+    no_delete: bool = False
+    prev_kv: bool = False
+    fragment: bool = False
+    progress_notify: bool = False
+    synced: bool = False
+    sent_since_progress: bool = False
+
+    def covers(self, key: bytes) -> bool:
+        if self.end is None:
+            return key == self.key
+        return key >= self.key and (not self.end or key < self.end)
+
+    def visible(self, events: list[Event]) -> list[kv_pb2.Event]:
+        out: list[kv_pb2.Event] = []
+        for event in events:
+            if not self.covers(event.kv.key):
+                continue
+            if (self.no_put and event.type == kv_pb2.Event.PUT) or (
+                self.no_delete and event.type == kv_pb2.Event.DELETE
+            ):
+                continue
+            out.append(
+                kv_pb2.Event(type=event.type, kv=event.kv, prev_kv=event.prev_kv if self.prev_kv else None)  # type: ignore[arg-type]
+            )
+        return out
+
+
+@dataclass(eq=False)
+class WatchStream:
+    """The responses of one gRPC Watch stream, in the order the client must see them."""
+
+    hub: WatchHub
+    queue: asyncio.Queue[rpc_pb2.WatchResponse | None] = field(default_factory=asyncio.Queue)
+    watchers: dict[int, Watcher] = field(default_factory=dict)
+    next_id: int = 0
+    progress_wanted: bool = False
+
+    @property
+    def congested(self) -> bool:
+        return self.queue.qsize() >= CONGESTED
+
+    def send(self, response: rpc_pb2.WatchResponse) -> None:
+        self.queue.put_nowait(response)
+
+    async def next_response(self) -> rpc_pb2.WatchResponse | None:
+        """The next response to write, or None when the stream is closed."""
+        response = await self.queue.get()
+        if self.queue.qsize() < DRAINED:
+            self.hub.wake()
+        return response
+
+    def close(self) -> None:
+        self.queue.put_nowait(None)
+
+
+class WatchHub:
+    """All watchers of a member. ``on_change`` must be registered as the node's change listener."""
+
+    def __init__(self, read: ReaderFactory, header: Callable[[int], rpc_pb2.ResponseHeader]) -> None:
+        self._read = read
+        self._header = header
+        self._single: dict[bytes, set[Watcher]] = {}
+        self._ranges: set[Watcher] = set()
+        self._catching_up: set[Watcher] = set()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._catch_up_loop(), name="coord-watch-catch-up")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+
+    def wake(self) -> None:
+        if self._catching_up:
+            self._wakeup.set()
+
+    def current_revision(self) -> int:
+        with self._read() as view:
+            return view.current_revision
+
+    # -- watchers --------------------------------------------------------------------------------------------------
+
+    def open_stream(self) -> WatchStream:
+        return WatchStream(self)
+
+    def close_stream(self, stream: WatchStream) -> None:
+        for watcher in list(stream.watchers.values()):
+            self._forget(watcher)
+        stream.watchers.clear()
+
+    def create(self, stream: WatchStream, req: rpc_pb2.WatchCreateRequest) -> None:
+        """Register a watcher and queue its ``created`` response (then, if it starts in the past, its history)."""
+        current = self.current_revision()
+        watch_id = req.watch_id
+        if watch_id == 0:  # 0 asks the server to choose, as in etcd
+            while stream.next_id in stream.watchers:
+                stream.next_id += 1
+            watch_id = stream.next_id
+            stream.next_id += 1
+        elif watch_id in stream.watchers:
+            stream.send(
+                rpc_pb2.WatchResponse(
+                    header=self._header(current),
+                    watch_id=-1,
+                    created=True,
+                    canceled=True,
+                    cancel_reason="mvcc: duplicate watch ID provided on the WatchStream",
+                )
+            )
+            return
+        key = req.key or b"\x00"
+        end: bytes | None = req.range_end or None
+        if end == b"\x00":
+            end = b""
+        filters = set(req.filters)
+        watcher = Watcher(
+            id=watch_id,
+            key=key,
+            end=end,
+            next_revision=req.start_revision if req.start_revision > 0 else current + 1,
+            stream=stream,
+            no_put=rpc_pb2.WatchCreateRequest.NOPUT in filters,
+            no_delete=rpc_pb2.WatchCreateRequest.NODELETE in filters,
+            prev_kv=req.prev_kv,
+            fragment=req.fragment,
+            progress_notify=req.progress_notify,
+        )
+        stream.watchers[watch_id] = watcher
+        stream.send(rpc_pb2.WatchResponse(header=self._header(current), watch_id=watch_id, created=True))
+        if watcher.next_revision > current:
+            self._join_synced(watcher)
+        else:
+            self._catching_up.add(watcher)
+            self._wakeup.set()
+
+    def cancel(self, stream: WatchStream, watch_id: int) -> None:
+        watcher = stream.watchers.pop(watch_id, None)
+        if watcher is None:
+            return  # etcd answers nothing for an unknown id
+        self._forget(watcher)
+        stream.send(
+            rpc_pb2.WatchResponse(header=self._header(self.current_revision()), watch_id=watch_id, canceled=True)
+        )
+
+    def request_progress(self, stream: WatchStream) -> None:
+        """Answer with the current revision once every watcher of the stream has been sent everything before it."""
+        if any(not w.synced for w in stream.watchers.values()):
+            stream.progress_wanted = True
+            return
+        stream.send(rpc_pb2.WatchResponse(header=self._header(self.current_revision()), watch_id=-1))
+
+    def progress_tick(self) -> None:
+        """Send a progress notification to every synced watcher that asked for them and got nothing since the last
+        tick (etcd's progress_notify)."""
+        watchers = [w for ws in self._single.values() for w in ws] + list(self._ranges)
+        if not watchers:
+            return
+        header = self._header(self.current_revision())
+        for watcher in watchers:
+            if watcher.progress_notify and not watcher.sent_since_progress:
+                response = rpc_pb2.WatchResponse(watch_id=watcher.id)
+                response.header.CopyFrom(header)
+                watcher.stream.send(response)
+            watcher.sent_since_progress = False
+
+    def _join_synced(self, watcher: Watcher) -> None:
+        watcher.synced = True
+        if watcher.end is None:
+            self._single.setdefault(watcher.key, set()).add(watcher)
+        else:
+            self._ranges.add(watcher)
+
+    def _leave_synced(self, watcher: Watcher) -> None:
+        watcher.synced = False
+        if watcher.end is None:
+            group = self._single.get(watcher.key)
+            if group is not None:
+                group.discard(watcher)
+                if not group:
+                    del self._single[watcher.key]
+        else:
+            self._ranges.discard(watcher)
+
+    def _forget(self, watcher: Watcher) -> None:
+        self._leave_synced(watcher)
+        self._catching_up.discard(watcher)
+
+    # -- delivery --------------------------------------------------------------------------------------------------
+
+    def on_change(self, revision: int, events: list[Event]) -> None:
+        """Node change listener: queue the changes of ``revision`` for every synced watcher they concern."""
+        touched: set[Watcher] = set()
+        for event in events:
+            touched.update(self._single.get(event.kv.key, ()))
+        for watcher in self._ranges:
+            if any(watcher.covers(event.kv.key) for event in events):
+                touched.add(watcher)
+        for watcher in touched:
+            if watcher.next_revision > revision:
+                continue  # already delivered from history
+            if watcher.stream.congested:
+                # Slow consumer: stop buffering for it; it will read this revision from history later.
+                self._leave_synced(watcher)
+                self._catching_up.add(watcher)
+                continue
+            self._send_events(watcher, revision, watcher.visible(events))
+            watcher.next_revision = revision + 1
+
+    def _send_events(self, watcher: Watcher, header_revision: int, events: list[kv_pb2.Event]) -> None:
+        if not events:
+            return
+        watcher.sent_since_progress = True
+        header = self._header(header_revision)
+        max_bytes = 1024 * 1024
+        if watcher.fragment and sum(e.ByteSize() for e in events) > max_bytes:
+            chunks: list[list[kv_pb2.Event]] = [[]]
+            size = 0
+            for event in events:
+                if chunks[-1] and size + event.ByteSize() > max_bytes:
+                    chunks.append([])
+                    size = 0
+                chunks[-1].append(event)
+                size += event.ByteSize()
+            for i, chunk in enumerate(chunks):
+                watcher.stream.send(
+                    rpc_pb2.WatchResponse(
+                        header=header, watch_id=watcher.id, events=chunk, fragment=i < len(chunks) - 1
+                    )
+                )
+            return
+        watcher.stream.send(rpc_pb2.WatchResponse(header=header, watch_id=watcher.id, events=events))
+
+    async def _catch_up_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            progressed = True
+            while self._catching_up and progressed:
+                progressed = False
+                for watcher in list(self._catching_up):
+                    if watcher.stream.congested or watcher not in self._catching_up:
+                        continue
+                    self._catch_up_step(watcher)
+                    progressed = True
+                    await asyncio.sleep(0)  # let writes and other streams run between chunks
+
+    def _catch_up_step(self, watcher: Watcher) -> None:
+        """Queue one bounded chunk of history for ``watcher``; join the synced set once it reaches the present."""
+        with self._read() as reader:
+            current = reader.current_revision
+            if watcher.next_revision < reader.compact_revision:
+                self._forget(watcher)
+                watcher.stream.watchers.pop(watcher.id, None)
+                watcher.stream.send(
+                    rpc_pb2.WatchResponse(
+                        header=self._header(current),
+                        watch_id=watcher.id,
+                        canceled=True,
+                        compact_revision=reader.compact_revision,
+                        cancel_reason="mvcc: required revision has been compacted",
+                    )
+                )
+                return
+            groups, next_revision = reader.history(watcher.next_revision, current, CATCH_UP_EVENTS)
+        events: list[kv_pb2.Event] = []
+        for _, changes in groups:
+            events.extend(watcher.visible(changes))
+        last = next_revision - 1
+        self._send_events(watcher, last, events)
+        watcher.next_revision = next_revision
+        if next_revision > current:
+            self._catching_up.discard(watcher)
+            self._join_synced(watcher)
+            stream = watcher.stream
+            if stream.progress_wanted and all(w.synced for w in stream.watchers.values()):
+                stream.progress_wanted = False
+                stream.send(rpc_pb2.WatchResponse(header=self._header(current), watch_id=-1))
