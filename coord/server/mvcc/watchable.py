@@ -251,6 +251,7 @@ class WatchHub:
                 continue  # already delivered from history
             if watcher.stream.congested:
                 # Slow consumer: stop buffering for it; it will read this revision from history later.
+                log.info("watcher %d is slow at revision %d; it will catch up from history", watcher.id, revision)
                 self._leave_synced(watcher)
                 self._catching_up.add(watcher)
                 continue
