@@ -39,6 +39,8 @@ _TRIM_PER_BATCH = 1_000
 
 # Called on the event loop with (revision, events) for every applied change, in revision order.
 ChangeListener = Callable[[int, list[Event]], None]
+# Called on the event loop with the leases granted (id, TTL) or revoked (id, 0) by an applied entry.
+LeaseListener = Callable[[list[tuple[int, int]]], None]
 
 
 @dataclass(slots=True)
@@ -51,12 +53,12 @@ class _Proposal:
 class Node:
     """Owns the log, the applier and the commit thread of one member."""
 
-    def __init__(self, backend: Backend, member_id: int, log_retain: int = _LOG_RETAIN) -> None:
+    def __init__(self, backend: Backend, member_id: int, log_retain: int = _LOG_RETAIN, min_lease_ttl: int = 2) -> None:
         self.backend = backend
         self.member_id = member_id
         self.term = 1
         self._log = DurableLog(backend)
-        self._applier = Applier(backend)
+        self._applier = Applier(backend, min_lease_ttl)
         self._log_retain = log_retain
         self._queue: list[_Proposal] = []
         self._wakeup = asyncio.Event()
@@ -64,6 +66,7 @@ class Node:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._listeners: list[ChangeListener] = []
+        self._lease_listeners: list[LeaseListener] = []
         # Request ids: the member's low 16 bits, then a counter seeded from the clock, as etcd does.
         seed = (int(time.time() * 1000) & 0xFF_FFFF_FFFF) << 8
         self._ids = itertools.count(((member_id & 0xFFFF) << 48) | seed)
@@ -97,6 +100,14 @@ class Node:
         must not block; it must not raise (an exception is logged and the listener stays registered).
         """
         self._listeners.append(listener)
+
+    def add_lease_listener(self, listener: LeaseListener) -> None:
+        """Call ``listener(changes)`` on the event loop after every entry that granted or revoked leases."""
+        self._lease_listeners.append(listener)
+
+    def next_id(self) -> int:
+        """A fresh id, unique on this member (request ids; positive 63-bit lease ids are derived from it)."""
+        return next(self._ids)
 
     def encode(self, kind: Kind, request: Message) -> tuple[int, bytes]:
         """A fresh request id and the log entry data for ``request``."""
@@ -146,6 +157,9 @@ class Node:
             for applied in results:
                 if applied.events:
                     self._notify(applied.revision, applied.events)
+                if applied.lease_changes:
+                    for lease_listener in self._lease_listeners:
+                        lease_listener(applied.lease_changes)
             for proposal, applied in zip(batch, results, strict=True):
                 if not proposal.future.done():
                     proposal.future.set_result(applied.result)

@@ -21,6 +21,8 @@ class Kind(enum.IntEnum):
     DELETE_RANGE = 2
     TXN = 3
     COMPACT = 4
+    LEASE_GRANT = 5
+    LEASE_REVOKE = 6
 
 
 REQUEST_TYPES: dict[Kind, type[Message]] = {
@@ -28,6 +30,8 @@ REQUEST_TYPES: dict[Kind, type[Message]] = {
     Kind.DELETE_RANGE: rpc_pb2.DeleteRangeRequest,
     Kind.TXN: rpc_pb2.TxnRequest,
     Kind.COMPACT: rpc_pb2.CompactionRequest,
+    Kind.LEASE_GRANT: rpc_pb2.LeaseGrantRequest,
+    Kind.LEASE_REVOKE: rpc_pb2.LeaseRevokeRequest,
 }
 
 

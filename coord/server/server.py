@@ -13,9 +13,11 @@ from coord.server.api.cluster import ClusterService
 from coord.server.api.common import Headers
 from coord.server.api.http import make_app
 from coord.server.api.kv import KVService
+from coord.server.api.lease import LeaseService
 from coord.server.api.maintenance import MaintenanceService
 from coord.server.api.watch import WatchService
 from coord.server.config import ServerConfig, host_port
+from coord.server.lease import Lessor, min_lease_ttl, stored_leases
 from coord.server.membership import Member, load_or_create_identity
 from coord.server.mvcc.watchable import WatchHub
 from coord.server.node import Node
@@ -43,7 +45,12 @@ class MemberServer:
         member_id, cluster_id = load_or_create_identity(
             self.backend, config.initial_advertise_peer_urls, config.initial_cluster_token
         )
-        self.node = Node(self.backend, member_id, log_retain=config.snapshot_count)
+        self.node = Node(
+            self.backend,
+            member_id,
+            log_retain=config.snapshot_count,
+            min_lease_ttl=min_lease_ttl(config.election_timeout_ms),
+        )
         headers = Headers(self.node, cluster_id)
         me = Member(member_id, config.name, config.initial_advertise_peer_urls, config.advertise_client_urls)
         self._grpc = grpc.aio.server(
@@ -62,6 +69,10 @@ class MemberServer:
         self.watch_hub = WatchHub(self.node.read, headers.make)
         self.node.add_change_listener(self.watch_hub.on_change)
         rpc_pb2_grpc.add_WatchServicer_to_server(WatchService(self.watch_hub), self._grpc)
+        self.lessor = Lessor(self._expire_lease)
+        self.node.add_lease_listener(self._on_lease_changes)
+        self._lease_service = LeaseService(self.node, self.lessor, headers)
+        rpc_pb2_grpc.add_LeaseServicer_to_server(self._lease_service, self._grpc)
         rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.node, headers), self._grpc)
         rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService([me], headers), self._grpc)
         for url in config.listen_client_urls:
@@ -69,8 +80,21 @@ class MemberServer:
             self._grpc.add_insecure_port(f"{host}:{port}")
         self._http = web.AppRunner(make_app(self.node), access_log=None)
 
+    def _on_lease_changes(self, changes: list[tuple[int, int]]) -> None:
+        for lease_id, ttl in changes:
+            if ttl:
+                self.lessor.on_granted(lease_id, ttl)
+            else:
+                self.lessor.on_revoked(lease_id)
+
+    async def _expire_lease(self, lease_id: int) -> None:
+        await self._lease_service.revoke(lease_id)
+
     async def start(self) -> None:
         await self.node.start()
+        with self.backend.read() as txn:
+            self.lessor.restore(stored_leases(self.backend, txn))
+        self.lessor.start()
         self.watch_hub.start()
         self._progress = asyncio.create_task(self._progress_loop(), name="coord-watch-progress")
         await self._http.setup()
@@ -96,6 +120,7 @@ class MemberServer:
         """Stop accepting calls, let in-flight ones finish (bounded), then stop the node and close the store."""
         await self._grpc.stop(grace=2.0)
         self._progress.cancel()
+        await self.lessor.stop()
         await self.watch_hub.stop()
         await self._http.cleanup()
         await self.node.stop()

@@ -17,7 +17,7 @@ def make_app(node: Node) -> web.Application:
                 _ = view.current_revision
         except Exception as exc:  # any storage failure makes the member unhealthy
             return web.json_response({"health": "false", "reason": f"storage: {exc}"}, status=503)
-        return web.json_response({"health": "true", "reason": ""})
+        return web.json_response({"health": "true"})
 
     async def version(request: web.Request) -> web.Response:
         return web.json_response({"etcdserver": ETCD_API_VERSION, "etcdcluster": "3.4.0", "coord": __version__})

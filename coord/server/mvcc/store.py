@@ -94,6 +94,7 @@ class MvccReader:
     def __init__(self, backend: Backend, txn: Any) -> None:
         self._backend = backend
         self._txn = txn
+        self.txn = txn
         raw = txn.get(META_REVISION, db=backend.meta)
         self.current_revision = from_i64(raw) if raw is not None else 1
         raw = txn.get(META_COMPACT, db=backend.meta)
@@ -204,6 +205,19 @@ class MvccReader:
                 count += 1
         return groups, end + 1
 
+    def lease_keys(self, lease_id: int) -> list[bytes]:
+        """The keys currently attached to ``lease_id``, in key order."""
+        prefix = u64(lease_id)
+        keys: list[bytes] = []
+        with self._txn.cursor(db=self._backend.lease_keys) as cursor:
+            if not cursor.set_range(prefix):
+                return keys
+            for raw, _ in cursor:
+                if not raw.startswith(prefix):
+                    break
+                keys.append(raw[8:])
+        return keys
+
     def hash_kv(self, revision: int) -> tuple[int, int]:
         """(hash, hash revision) over every stored change with main revision <= ``revision`` (0 = current).
 
@@ -268,9 +282,19 @@ class MvccWriter(MvccReader):
         self._txn.put(u64(revision) + u64(self._pending.sub), key, db=self._backend.revisions)
         self._pending.sub += 1
 
+    def _attach(self, key: bytes, old_lease: int, new_lease: int) -> None:
+        """Keep the lease -> keys table in step with the key's lease (0 = none)."""
+        if old_lease == new_lease:
+            return
+        if old_lease:
+            self._txn.delete(u64(old_lease) + key, db=self._backend.lease_keys)
+        if new_lease:
+            self._txn.put(u64(new_lease) + key, b"", db=self._backend.lease_keys)
+
     def put(self, key: bytes, value: bytes, lease: int) -> kv_pb2.KeyValue | None:
         """Write a new version of ``key``; returns the previous live version, if any."""
         prev = self.get(key)
+        self._attach(key, prev.lease if prev else 0, lease)
         revision = self.write_revision
         kv = kv_pb2.KeyValue(
             key=key,
@@ -289,6 +313,7 @@ class MvccWriter(MvccReader):
         prevs = [kv_pb2.KeyValue.FromString(raw) for raw in self.scan(key, end, self.read_revision)]
         revision = self.write_revision
         for prev in prevs:
+            self._attach(prev.key, prev.lease, 0)
             tombstone = kv_pb2.KeyValue(key=prev.key, mod_revision=revision)
             self._record(prev.key, bytes((_TOMBSTONE,)) + tombstone.SerializeToString())
             self._pending.events.append(Event(kv_pb2.Event.DELETE, tombstone, prev))

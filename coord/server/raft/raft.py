@@ -632,7 +632,8 @@ class Raft:
         else:
             for peer in self.tracker.ids():
                 if peer != self.id:
-                    self.send_append(peer, send_if_empty=False)
+                    # Probe new members at once rather than at the next heartbeat.
+                    self.send_append(peer, send_if_empty=self.tracker.progress[peer].match == 0)
         if self.lead_transferee != NONE and self.lead_transferee not in voters:
             self.lead_transferee = NONE
         return self.conf_state()

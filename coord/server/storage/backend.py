@@ -23,6 +23,8 @@ DB_META = b"meta"  # small scalars: revisions, applied index, member identity
 DB_LOG = b"log"  # coord.server.storage.log: index -> entry
 DB_KEY_INDEX = b"key_index"  # coord.server.mvcc.store: (key, revision) -> key-value or tombstone
 DB_REVISIONS = b"revisions"  # coord.server.mvcc.store: (revision, sub) -> key
+DB_LEASES = b"leases"  # coord.server.lease: lease id -> granted TTL
+DB_LEASE_KEYS = b"lease_keys"  # coord.server.mvcc.store: lease id + key -> empty (the keys attached to a lease)
 
 DATA_FILE = "data.mdb"
 
@@ -70,6 +72,8 @@ class Backend:
         self.log = self.env.open_db(DB_LOG)
         self.key_index = self.env.open_db(DB_KEY_INDEX)
         self.revisions = self.env.open_db(DB_REVISIONS)
+        self.leases = self.env.open_db(DB_LEASES)
+        self.lease_keys = self.env.open_db(DB_LEASE_KEYS)
 
     def read(self) -> Any:
         """A read-only transaction over the last committed state (use as a context manager)."""
