@@ -9,11 +9,16 @@ import grpc
 from aiohttp import web
 
 from coord._proto.etcdserverpb import rpc_pb2_grpc
+from coord._proto.v3electionpb import v3election_pb2_grpc
+from coord._proto.v3lockpb import v3lock_pb2_grpc
 from coord.server.api.cluster import ClusterService
 from coord.server.api.common import Headers
+from coord.server.api.election import ElectionService
 from coord.server.api.http import make_app
 from coord.server.api.kv import KVService
 from coord.server.api.lease import LeaseService
+from coord.server.api.local import LocalClient
+from coord.server.api.lock import LockService
 from coord.server.api.maintenance import MaintenanceService
 from coord.server.api.watch import WatchService
 from coord.server.config import ServerConfig, host_port
@@ -75,6 +80,9 @@ class MemberServer:
         rpc_pb2_grpc.add_LeaseServicer_to_server(self._lease_service, self._grpc)
         rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.node, headers), self._grpc)
         rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService([me], headers), self._grpc)
+        local = LocalClient(self.node, self.watch_hub, headers, config.max_request_bytes, config.max_txn_ops)
+        v3lock_pb2_grpc.add_LockServicer_to_server(LockService(local), self._grpc)
+        v3election_pb2_grpc.add_ElectionServicer_to_server(ElectionService(local), self._grpc)
         for url in config.listen_client_urls:
             host, port = host_port(url)
             self._grpc.add_insecure_port(f"{host}:{port}")

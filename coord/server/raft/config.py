@@ -10,7 +10,9 @@ from .storage import NO_LIMIT
 
 @dataclass(slots=True)
 class Config:
-    """Parameters of a ``RawNode``. Membership is bootstrapped through the storage's ``ConfState``.
+    """Parameters of a ``RawNode``. Membership is bootstrapped through the storage's ``ConfState``: every initial
+    member starts from the same snapshot at index 1, term 1 holding the initial membership (see
+    ``MemoryStorage.bootstrap``); a node added later starts with an empty storage and waits for the leader.
 
     ``election_tick`` must exceed ``heartbeat_tick`` (the thesis suggests ~10x). Randomized election timeouts are
     drawn from ``[election_tick, 2 * election_tick)`` with ``rng`` (Raft §5.2).
