@@ -25,7 +25,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
                 for m in self._members
             ]
         )
-        self._headers.fill(resp.header)
+        self._headers.fill(resp.header, with_revision=False)
         return resp
 
     async def MemberAdd(self, request: rpc_pb2.MemberAddRequest, context: Context) -> rpc_pb2.MemberAddResponse:

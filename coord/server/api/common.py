@@ -25,11 +25,12 @@ class Headers:
             cluster_id=self.cluster_id, member_id=self.member_id, revision=revision, raft_term=self._node.term
         )
 
-    def fill(self, header: rpc_pb2.ResponseHeader) -> None:
+    def fill(self, header: rpc_pb2.ResponseHeader, with_revision: bool = True) -> None:
+        """Complete ``header``; ``with_revision=False`` leaves the revision unset, as etcd's Cluster service does."""
         header.cluster_id = self.cluster_id
         header.member_id = self.member_id
         header.raft_term = self._node.term
-        if header.revision == 0:
+        if with_revision and header.revision == 0:
             with self._node.read() as view:
                 header.revision = view.current_revision
 

@@ -37,8 +37,8 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     async def HashKV(self, request: rpc_pb2.HashKVRequest, context: Context) -> rpc_pb2.HashKVResponse:
         try:
             with self._node.read() as view:
-                crc, revision = view.hash_kv(request.revision)
-                resp = rpc_pb2.HashKVResponse(hash=crc, compact_revision=view.compact_revision, hash_revision=revision)
+                crc, _ = view.hash_kv(request.revision)
+                resp = rpc_pb2.HashKVResponse(hash=crc, compact_revision=view.compact_revision)
                 resp.header.revision = view.current_revision
         except Rejected as refusal:
             await abort(context, refusal.spec)

@@ -53,7 +53,7 @@ def range_(view: MvccReader, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse
     sort_order = req.sort_order
     if req.sort_target != _RR.KEY and sort_order == _RR.NONE:
         sort_order = _RR.ASCEND
-    if sort_order != _RR.NONE:
+    if sort_order in (_RR.ASCEND, _RR.DESCEND):  # an unknown order leaves key order, as etcd does
         sort_key = _SORT_KEYS.get(req.sort_target, _SORT_KEYS[_RR.KEY])
         # Stable, like Go's insertion sort for the small results etcd sorts that way; descending keeps tie order.
         kvs = sorted(kvs, key=sort_key, reverse=sort_order == _RR.DESCEND)

@@ -245,6 +245,7 @@ class MvccReader:
 @dataclass
 class _Pending:
     sub: int = 0
+    keys: set[bytes] = field(default_factory=set)
     events: list[Event] = field(default_factory=list)
 
 
@@ -279,7 +280,11 @@ class MvccWriter(MvccReader):
     def _record(self, key: bytes, value: bytes) -> None:
         revision = self.write_revision
         self._txn.put(_group(key) + _inv(revision), value, db=self._backend.key_index)
-        self._txn.put(u64(revision) + u64(self._pending.sub), key, db=self._backend.revisions)
+        # A key changed twice in one revision (etcd's duplicate check lets a put and a from-key delete overlap)
+        # keeps one index entry, its last state, so it keeps one revisions entry too.
+        if key not in self._pending.keys:
+            self._pending.keys.add(key)
+            self._txn.put(u64(revision) + u64(self._pending.sub), key, db=self._backend.revisions)
         self._pending.sub += 1
 
     def _attach(self, key: bytes, old_lease: int, new_lease: int) -> None:
@@ -339,9 +344,10 @@ class MvccWriter(MvccReader):
                     break
                 user_key = revs.value()
                 group = _group(user_key)
-                keys.set_range(group + _inv(revision))
-                newest = _MAX_U64 - from_u64(keys.key()[-8:])
-                if main < newest or keys.value()[0] == _TOMBSTONE:
+                found = keys.set_range(group + _inv(revision)) and keys.key().startswith(group)
+                newest = _MAX_U64 - from_u64(keys.key()[-8:]) if found else main
+                # A revisions entry without its version (not written since the fix above) is dropped as well.
+                if not found or main < newest or keys.value()[0] == _TOMBSTONE:
                     txn.delete(group + _inv(main), db=index)
                     positioned = revs.delete()
                     if positioned and not revs.key():
