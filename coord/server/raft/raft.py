@@ -385,7 +385,8 @@ class Raft:
             pr.become_probe()
 
     def _propose(self, m: Message) -> None:
-        assert m.entries, "empty proposal"
+        if not m.entries:
+            raise ProposalDropped(ProposalDropped.REASON_INVALID)
         if self.id not in self.tracker.progress:
             raise ProposalDropped(ProposalDropped.REASON_NOT_MEMBER)
         if self.lead_transferee != NONE:
@@ -395,7 +396,10 @@ class Raft:
             # One membership change at a time (thesis §4.1): the previous one must be applied first.
             if len(conf_changes) > 1 or self.pending_conf_index > self.log.applied:
                 raise ProposalDropped(ProposalDropped.REASON_CONF_CHANGE_PENDING)
-            cc = ConfChange.decode(m.entries[conf_changes[0]].data)
+            try:
+                cc = ConfChange.decode(m.entries[conf_changes[0]].data)
+            except ValueError:
+                raise ProposalDropped(ProposalDropped.REASON_INVALID) from None
             if not self._valid_conf_change(cc):
                 raise ProposalDropped(ProposalDropped.REASON_INVALID)
             self.pending_conf_index = self.log.last_index() + conf_changes[0] + 1

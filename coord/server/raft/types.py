@@ -195,7 +195,7 @@ class ProposalDropped(RaftError):
     REASON_TRANSFERRING = "leadership transfer in progress"
     REASON_CONF_CHANGE_PENDING = "a configuration change is still pending"
     REASON_NOT_MEMBER = "this node is not a member of the cluster"
-    REASON_INVALID = "invalid configuration change"
+    REASON_INVALID = "invalid proposal or configuration change"
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"raft proposal dropped: {reason}")
