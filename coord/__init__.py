@@ -1,5 +1,111 @@
-"""coord: coordination recipes on the etcd v3 API, and a server that speaks it."""
+"""coord: coordination recipes on the etcd v3 API, and a server that speaks it.
+
+Public API (``tests/client/test_public_api.py`` checks it against __all__; recipes extend this list):
+
+- Clients: ``AsyncClient``, ``Client``, ``connect``, ``default_client``, ``set_default_client``
+- Requests: ``Get``, ``Put``, ``Delete``, ``Txn``, ``Compare``, ``Value``, ``Version``, ``CreateRevision``,
+  ``ModRevision``, ``LeaseId``, ``SortOrder``, ``SortTarget``
+- Results: ``Header``, ``KeyValue``, ``GetResult``, ``PutResult``, ``DeleteResult``, ``TxnResult``,
+  ``CompactResult``, ``WatchEvent``, ``WatchEventType``, ``LeaseGrant``, ``LeaseInfo``, ``LeaseKeepAliveResult``,
+  ``Member``, ``MemberList``, ``Status``, ``HashKV``, ``Alarm``, ``AlarmType``
+- Long-lived handles: ``Watcher``, ``KeepAlive``, ``Session``, ``SessionState``, ``SessionEvent``,
+  ``SyncWatcher``, ``SyncKeepAlive``, ``SyncSession``
+- ``__version__``
+
+Errors live in :mod:`coord.errors`.
+"""
+
+from coord.client import (
+    Alarm,
+    AlarmType,
+    AsyncClient,
+    Client,
+    CompactResult,
+    Compare,
+    CreateRevision,
+    Delete,
+    DeleteResult,
+    Get,
+    GetResult,
+    HashKV,
+    Header,
+    KeepAlive,
+    KeyValue,
+    LeaseGrant,
+    LeaseId,
+    LeaseInfo,
+    LeaseKeepAliveResult,
+    Member,
+    MemberList,
+    ModRevision,
+    Put,
+    PutResult,
+    Session,
+    SessionEvent,
+    SessionState,
+    SortOrder,
+    SortTarget,
+    Status,
+    SyncKeepAlive,
+    SyncSession,
+    SyncWatcher,
+    Txn,
+    TxnResult,
+    Value,
+    Version,
+    Watcher,
+    WatchEvent,
+    WatchEventType,
+    connect,
+    default_client,
+    set_default_client,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "Alarm",
+    "AlarmType",
+    "AsyncClient",
+    "Client",
+    "CompactResult",
+    "Compare",
+    "CreateRevision",
+    "Delete",
+    "DeleteResult",
+    "Get",
+    "GetResult",
+    "HashKV",
+    "Header",
+    "KeepAlive",
+    "KeyValue",
+    "LeaseGrant",
+    "LeaseId",
+    "LeaseInfo",
+    "LeaseKeepAliveResult",
+    "Member",
+    "MemberList",
+    "ModRevision",
+    "Put",
+    "PutResult",
+    "Session",
+    "SessionEvent",
+    "SessionState",
+    "SortOrder",
+    "SortTarget",
+    "Status",
+    "SyncKeepAlive",
+    "SyncSession",
+    "SyncWatcher",
+    "Txn",
+    "TxnResult",
+    "Value",
+    "Version",
+    "WatchEvent",
+    "WatchEventType",
+    "Watcher",
+    "__version__",
+    "connect",
+    "default_client",
+    "set_default_client",
+]

@@ -1,0 +1,306 @@
+"""The blocking facade: :class:`Client` runs one private event loop in a background thread and forwards every call
+to the same :class:`~coord.client.client.AsyncClient` with :func:`asyncio.run_coroutine_threadsafe`.
+
+There is one forwarding mechanism (:func:`_forward`); stateful results (watchers, keep-alives, the session) get thin
+wrappers whose methods forward the same way, and whose async iterators become blocking iterators. Callbacks and
+listeners given to the sync API run in a worker thread (one at a time, in order), so they may call the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from coord.client.client import AsyncClient
+from coord.client.lease import KeepAlive, LeaseKeepAliveResult
+from coord.client.results import WatchEvent
+from coord.client.session import Session, SessionEvent, SessionState
+from coord.client.txn import KeyLike
+from coord.client.watch import Watcher
+from coord.errors import ClientClosedError
+
+__all__ = ["Client", "SyncKeepAlive", "SyncSession", "SyncWatcher"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _LoopThread:
+    """A private event loop running forever in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="coord-client-loop", daemon=True)
+        self.thread.start()
+        self.closed = False
+
+    def run(self, coro: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
+        """Run ``coro`` in the loop and block for its result (its exception is re-raised here)."""
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise RuntimeError("a blocking coord.Client call was made from the client's own event loop thread")
+        if self.closed:
+            coro.close()
+            raise ClientClosedError("the client is closed")
+        future: Future[R] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except BaseException:
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        self.closed = True
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+def _forward(
+    method: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[Client, P], R]:
+    """The blocking form of an AsyncClient coroutine method, with the same signature and docstring."""
+
+    def blocking(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._runner.run(method(self._async, *args, **kwargs))
+
+    blocking.__name__ = method.__name__
+    blocking.__qualname__ = f"Client.{method.__name__}"
+    blocking.__doc__ = method.__doc__
+    return blocking
+
+
+W = TypeVar("W")
+
+
+def _forward_as(
+    method: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, R]],
+    wrap: Callable[[_LoopThread, R], W],
+) -> Callable[Concatenate[Client, P], W]:
+    """Like :func:`_forward`, for calls returning a long-lived handle: the handle gets a blocking wrapper."""
+
+    def blocking(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> W:
+        return wrap(self._runner, self._runner.run(method(self._async, *args, **kwargs)))
+
+    blocking.__name__ = method.__name__
+    blocking.__qualname__ = f"Client.{method.__name__}"
+    blocking.__doc__ = method.__doc__
+    return blocking
+
+
+def _in_thread(callback: Callable[[Any], Any]) -> Callable[[Any], Coroutine[Any, Any, None]]:
+    async def run(arg: Any) -> None:
+        await asyncio.to_thread(callback, arg)
+
+    return run
+
+
+class SyncWatcher:
+    """Blocking form of :class:`~coord.client.watch.Watcher`: ``for event in watcher`` blocks for each event."""
+
+    def __init__(self, runner: _LoopThread, watcher: Watcher) -> None:
+        self._runner = runner
+        self.watcher = watcher
+
+    @property
+    def revision(self) -> int:
+        """Every event with a revision <= this one has been received."""
+        return self.watcher.revision
+
+    @property
+    def start_revision(self) -> int:
+        return self.watcher.start_revision
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        return self
+
+    def __next__(self) -> WatchEvent:
+        return self.next()
+
+    def next(self, timeout: float | None = None) -> WatchEvent:
+        """The next event; raises TimeoutError after ``timeout`` seconds, StopIteration once canceled."""
+
+        async def one() -> WatchEvent:
+            return await asyncio.wait_for(self.watcher.__anext__(), timeout)
+
+        try:
+            return self._runner.run(one())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def request_progress(self, timeout: float | None = None) -> int:
+        return self._runner.run(self.watcher.request_progress(timeout))
+
+    def cancel(self) -> None:
+        self._runner.run(self.watcher.cancel())
+
+    def __enter__(self) -> SyncWatcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+
+class SyncKeepAlive:
+    """Blocking form of :class:`~coord.client.lease.KeepAlive`."""
+
+    def __init__(self, runner: _LoopThread, keep_alive: KeepAlive) -> None:
+        self._runner = runner
+        self.keep_alive = keep_alive
+        self._iterator = aiter(keep_alive)
+
+    def __iter__(self) -> Iterator[LeaseKeepAliveResult]:
+        return self
+
+    def __next__(self) -> LeaseKeepAliveResult:
+        async def one() -> LeaseKeepAliveResult:
+            return await anext(self._iterator)
+
+        try:
+            return self._runner.run(one())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        self._runner.run(self.keep_alive.close())
+
+
+class SyncSession:
+    """Blocking form of :class:`~coord.client.session.Session`. Listeners run in a worker thread, in order."""
+
+    def __init__(self, runner: _LoopThread, session: Session) -> None:
+        self._runner = runner
+        self.session = session
+
+    @property
+    def state(self) -> SessionState:
+        return self.session.state
+
+    @property
+    def lease_id(self) -> int:
+        return self.session.lease_id
+
+    @property
+    def generation(self) -> int:
+        return self.session.generation
+
+    def add_listener(self, listener: Callable[[SessionEvent], None]) -> Callable[[], None]:
+        remove = self.session.add_listener(_in_thread(listener))
+
+        def remove_listener() -> None:
+            self._runner.loop.call_soon_threadsafe(remove)
+
+        return remove_listener
+
+    def wait_for(self, state: SessionState, timeout: float) -> None:
+        self._runner.run(self.session.wait_for(state, timeout))
+
+    def ensure_alive(self) -> int:
+        return self.session.ensure_alive()
+
+    def close(self, *, revoke: bool = True) -> None:
+        self._runner.run(self.session.close(revoke=revoke))
+
+
+class Client:
+    """The blocking client: same parameters, methods and guarantees as :class:`coord.AsyncClient`.
+
+    Example::
+
+        with coord.Client("127.0.0.1:2379") as client:
+            client.put("greeting", "hello")
+            for event in client.watch("greeting"):
+                ...
+
+    Safe to use from many threads. Do not call it from inside its own callbacks' event loop (callbacks and listeners
+    given to this class already run in worker threads, where calling the client is fine).
+    """
+
+    def __init__(self, endpoints: str | Sequence[str] | None = None, **options: Any) -> None:
+        self._runner = _LoopThread()
+        try:
+            self._async = AsyncClient(endpoints, **options)
+        except BaseException:
+            self._runner.stop()
+            raise
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self._async.endpoints
+
+    @property
+    def endpoint(self) -> str:
+        return self._async.endpoint
+
+    @property
+    def async_client(self) -> AsyncClient:
+        """The underlying AsyncClient (its coroutines must run in this client's loop)."""
+        return self._async
+
+    get = _forward(AsyncClient.get)
+    range = _forward(AsyncClient.range)
+    put = _forward(AsyncClient.put)
+    delete = _forward(AsyncClient.delete)
+    txn = _forward(AsyncClient.txn)
+    compact = _forward(AsyncClient.compact)
+    grant = _forward(AsyncClient.grant)
+    revoke = _forward(AsyncClient.revoke)
+    time_to_live = _forward(AsyncClient.time_to_live)
+    leases = _forward(AsyncClient.leases)
+    keep_alive_once = _forward(AsyncClient.keep_alive_once)
+    member_list = _forward(AsyncClient.member_list)
+    member_add = _forward(AsyncClient.member_add)
+    member_remove = _forward(AsyncClient.member_remove)
+    member_update = _forward(AsyncClient.member_update)
+    member_promote = _forward(AsyncClient.member_promote)
+    status = _forward(AsyncClient.status)
+    hash_kv = _forward(AsyncClient.hash_kv)
+    defragment = _forward(AsyncClient.defragment)
+    snapshot = _forward(AsyncClient.snapshot)
+    alarms = _forward(AsyncClient.alarms)
+    disarm = _forward(AsyncClient.disarm)
+    move_leader = _forward(AsyncClient.move_leader)
+
+    watch = _forward_as(AsyncClient.watch, SyncWatcher)
+    session = _forward_as(AsyncClient.session, SyncSession)
+
+    def add_watch_callback(
+        self, key: KeyLike, callback: Callable[[WatchEvent], None], range_end: KeyLike | None = None, **options: Any
+    ) -> SyncWatcher:
+        """Blocking :meth:`AsyncClient.add_watch_callback`; ``callback`` (and ``on_error``) run in a worker thread,
+        one event at a time."""
+        on_error = options.pop("on_error", None)
+        coro = self._async.add_watch_callback(
+            key, _in_thread(callback), range_end, on_error=_in_thread(on_error) if on_error else None, **options
+        )
+        return SyncWatcher(self._runner, self._runner.run(coro))
+
+    def keep_alive(self, lease_id: int, *, interval: float | None = None) -> SyncKeepAlive:
+        """Blocking :meth:`AsyncClient.keep_alive`."""
+
+        async def start() -> KeepAlive:
+            return self._async.keep_alive(lease_id, interval=interval)
+
+        return SyncKeepAlive(self._runner, self._runner.run(start()))
+
+    def close(self) -> None:
+        """Close the async client, then stop the private loop. Idempotent."""
+        if self._runner.closed:
+            return
+        try:
+            self._runner.run(self._async.close(), timeout=30)
+        finally:
+            self._runner.stop()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

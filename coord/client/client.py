@@ -1,0 +1,194 @@
+"""The asyncio client: :class:`AsyncClient` combines the KV, Watch, Lease, Cluster and Maintenance calls over one
+:class:`~coord.client._channel.Transport`. :class:`coord.Client` is the blocking facade over this same class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from coord.client._channel import DEFAULT_ENDPOINT, TLSConfig, Transport
+from coord.client.cluster import ClusterMixin
+from coord.client.kv import KVMixin
+from coord.client.lease import KeepAlive, LeaseMixin
+from coord.client.maintenance import MaintenanceMixin
+from coord.client.session import Session, SessionState
+from coord.client.txn import KeyLike
+from coord.client.watch import WatchCallback, Watcher, run_callback
+
+__all__ = ["ENDPOINTS_ENV", "AsyncClient", "endpoints_from_env"]
+
+ENDPOINTS_ENV = "COORD_ENDPOINTS"
+
+
+def endpoints_from_env() -> list[str]:
+    """The endpoints named by ``COORD_ENDPOINTS`` (comma-separated host:port), default ``127.0.0.1:2379``."""
+    raw = os.environ.get(ENDPOINTS_ENV, "")
+    return [e.strip() for e in raw.split(",") if e.strip()] or [DEFAULT_ENDPOINT]
+
+
+class AsyncClient(KVMixin, LeaseMixin, ClusterMixin, MaintenanceMixin):
+    """An asyncio client for coord-server or etcd v3.
+
+    Example::
+
+        async with coord.AsyncClient(["127.0.0.1:2379", "127.0.0.1:22379"]) as client:
+            await client.put("greeting", "hello")
+            print((await client.get("greeting")).value)
+
+    Parameters:
+        endpoints: ``host:port`` strings (or one comma-separated string); default from ``COORD_ENDPOINTS``.
+            Calls fail over between them in order.
+        timeout: the default deadline, in seconds, of every call including its retries; each call accepts
+            ``timeout=`` to override it.
+        user, password: authenticate and send the token with every call; refreshed when the server rejects it.
+        ca_cert, cert, key: PEM files for TLS (``ca_cert`` to verify the server, ``cert`` + ``key`` for a client
+            certificate). Endpoints given as ``https://...`` also turn TLS on (with the system roots).
+        keepalive_time, keepalive_timeout: gRPC HTTP/2 keepalive pings, to detect dead connections while idle
+            (etcd refuses pings more often than every 5 s by default).
+
+    Channels open lazily in the event loop of the first call; use one client from one event loop.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str] | None = None,
+        *,
+        timeout: float = 10.0,
+        user: str | None = None,
+        password: str | None = None,
+        ca_cert: str | Path | None = None,
+        cert: str | Path | None = None,
+        key: str | Path | None = None,
+        keepalive_time: float = 10.0,
+        keepalive_timeout: float = 5.0,
+    ) -> None:
+        if endpoints is None:
+            addresses = endpoints_from_env()
+        elif isinstance(endpoints, str):
+            addresses = [e.strip() for e in endpoints.split(",")]
+        else:
+            addresses = list(endpoints)
+        use_tls = any(x is not None for x in (ca_cert, cert, key)) or any(a.startswith("https://") for a in addresses)
+        self._transport = Transport(
+            addresses,
+            timeout=timeout,
+            tls=TLSConfig(ca_cert, cert, key) if use_tls else None,
+            keepalive_time=keepalive_time,
+            keepalive_timeout=keepalive_timeout,
+            user=user,
+            password=password,
+        )
+        self._session: Session | None = None
+        self._session_lock: asyncio.Lock | None = None
+        self._watchers: weakref.WeakSet[Watcher] = weakref.WeakSet()
+        self._keep_alives: weakref.WeakSet[KeepAlive] = weakref.WeakSet()
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Every endpoint, in failover order."""
+        return list(self._transport.addresses)
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint calls go to right now."""
+        return self._transport.current_address
+
+    async def watch(
+        self,
+        key: KeyLike,
+        range_end: KeyLike | None = None,
+        *,
+        prefix: bool = False,
+        from_key: bool = False,
+        start_revision: int = 0,
+        prev_kv: bool = False,
+        no_put: bool = False,
+        no_delete: bool = False,
+        progress_notify: bool = False,
+        timeout: float | None = None,
+    ) -> Watcher:
+        """Watch a key or range; returns once the watch is established (see :class:`Watcher` for guarantees).
+
+        ``start_revision`` 0 means "changes after now". Raises CompactedError when ``start_revision`` - 1 is already
+        compacted, DeadlineExceededError when no member confirmed the watch within ``timeout``.
+        """
+        watcher = Watcher(
+            self._transport, key, range_end, prefix=prefix, from_key=from_key, start_revision=start_revision,
+            prev_kv=prev_kv, no_put=no_put, no_delete=no_delete, progress_notify=progress_notify,
+        )  # fmt: skip
+        await watcher._start(self._transport.timeout if timeout is None else timeout)
+        self._watchers.add(watcher)
+        return watcher
+
+    async def add_watch_callback(
+        self,
+        key: KeyLike,
+        callback: WatchCallback,
+        range_end: KeyLike | None = None,
+        *,
+        on_error: Callable[[BaseException], Any] | None = None,
+        prefix: bool = False,
+        from_key: bool = False,
+        start_revision: int = 0,
+        prev_kv: bool = False,
+        no_put: bool = False,
+        no_delete: bool = False,
+        progress_notify: bool = False,
+        timeout: float | None = None,
+    ) -> Watcher:
+        """Like :meth:`watch`, but each event is passed to ``callback`` (in order, one at a time) by a background
+        task; ``await watcher.cancel()`` stops it. A failure of the watch or of the callback goes to ``on_error``."""
+        watcher = await self.watch(
+            key, range_end, prefix=prefix, from_key=from_key, start_revision=start_revision, prev_kv=prev_kv,
+            no_put=no_put, no_delete=no_delete, progress_notify=progress_notify, timeout=timeout,
+        )  # fmt: skip
+        watcher.callback_task = asyncio.get_running_loop().create_task(
+            run_callback(watcher, callback, on_error), name="coord-watch-callback"
+        )
+        return watcher
+
+    def keep_alive(self, lease_id: int, *, interval: float | None = None) -> KeepAlive:
+        keep_alive = super().keep_alive(lease_id, interval=interval)
+        self._keep_alives.add(keep_alive)
+        return keep_alive
+
+    keep_alive.__doc__ = LeaseMixin.keep_alive.__doc__
+
+    async def session(self, ttl: int = 60) -> Session:
+        """The client's session (one lease, kept alive in the background), created on first use with ``ttl``.
+
+        Raises the errors of lease grant when the first lease cannot be granted.
+        """
+        if self._session_lock is None:
+            self._session_lock = asyncio.Lock()
+        async with self._session_lock:
+            if self._session is None or self._session.state is SessionState.CLOSED:
+                session = Session(self, ttl)
+                await session._start()
+                self._session = session
+            return self._session
+
+    async def close(self) -> None:
+        """Cancel every watcher and keep-alive loop, close the session (revoking its lease) and every channel.
+        Idempotent."""
+        for watcher in list(self._watchers):
+            await watcher.cancel()
+        for keep_alive in list(self._keep_alives):
+            await keep_alive.close()
+        if self._session is not None:
+            await self._session.close()
+        await self._transport.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
