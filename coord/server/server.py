@@ -83,9 +83,6 @@ class MemberServer:
         local = LocalClient(self.node, self.watch_hub, headers, config.max_request_bytes, config.max_txn_ops)
         v3lock_pb2_grpc.add_LockServicer_to_server(LockService(local), self._grpc)
         v3election_pb2_grpc.add_ElectionServicer_to_server(ElectionService(local), self._grpc)
-        for url in config.listen_client_urls:
-            host, port = host_port(url)
-            self._grpc.add_insecure_port(f"{host}:{port}")
         self._http = web.AppRunner(make_app(self.node), access_log=None)
 
     def _on_lease_changes(self, changes: list[tuple[int, int]]) -> None:
@@ -109,6 +106,10 @@ class MemberServer:
         for url in self.config.listen_client_http_urls:
             host, port = host_port(url)
             await web.TCPSite(self._http, host, port).start()
+        # Bind the gRPC ports last: an open client port tells callers the member is fully up.
+        for url in self.config.listen_client_urls:
+            host, port = host_port(url)
+            self._grpc.add_insecure_port(f"{host}:{port}")
         await self._grpc.start()
         log.info(
             "coord-server %s serving gRPC on %s and HTTP on %s (data dir %s)",
