@@ -28,8 +28,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
 from benchmarks.kv import OPS, LoadError, LoadResult, LoadSpec, run_load
-from coord.testing import ServerProcess, etcd_binary, free_port, start_coord_server, start_etcd
+from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from coord.testing import Cluster, ServerProcess, etcd_binary, free_port, start_coord_server, start_etcd
 
 TARGETS = ("coord", "etcd")
 _DISTURBED = 0.5  # "other" CPU (in cores) above which a row is flagged as disturbed by other work on the machine
@@ -74,6 +77,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--clients", type=_int_list, default=[1, 64], help="concurrency levels, e.g. 1,64 (default)")
     parser.add_argument("--value-size", type=int, default=256, help="value bytes (default 256)")
+    parser.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="start clusters of this many members (default 1); load goes to the leader",
+    )
     parser.add_argument("--targets", type=_target_list, default=list(TARGETS), help="coord,etcd (default both)")
     parser.add_argument("--endpoint-coord", metavar="HOST:PORT", help="use this running coord-server")
     parser.add_argument("--endpoint-etcd", metavar="HOST:PORT", help="use this running etcd")
@@ -155,14 +164,48 @@ class _CpuSampler:
             self.host_busy = (host1[0] - self._host0[0]) / (host1[1] - self._host0[1])
 
 
+def _cluster_leader(cluster: Cluster, timeout: float = 30.0) -> ServerProcess:
+    """The member that leads, once every member agrees on one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        by_id: dict[int, ServerProcess] = {}
+        leaders: set[int] = set()
+        try:
+            for member in cluster.members:
+                with grpc.insecure_channel(member.endpoint) as ch:
+                    st = rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=2)
+                by_id[st.header.member_id] = member
+                leaders.add(st.leader)
+        except grpc.RpcError:
+            leaders = set()
+        if len(leaders) == 1 and next(iter(leaders)) in by_id:
+            return by_id[next(iter(leaders))]
+        if time.monotonic() > deadline:
+            raise LoadError("the cluster did not elect a leader")
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
-def _server(target: str, endpoint: str | None, keep_data: bool) -> Iterator[tuple[str, ServerProcess | None]]:
-    """Yield (endpoint, our process or None). A server we start is stopped by PID and its directory removed."""
+def _server(
+    target: str, endpoint: str | None, keep_data: bool, members: int = 1
+) -> Iterator[tuple[str, ServerProcess | None]]:
+    """Yield (endpoint, our process or None). A server we start is stopped by PID and its directory removed. With
+    ``members > 1`` a cluster of that size is started and the endpoint is its leader's (the CPU figures are the
+    leader's)."""
     if endpoint:
         yield endpoint, None
         return
     base = Path(tempfile.mkdtemp(prefix=f"bench-{target}-"))
     server: ServerProcess | None = None
+    if members > 1:
+        try:
+            with Cluster(target, base, members, heartbeat_ms=100, election_ms=1000) as cluster:
+                lead = _cluster_leader(cluster)
+                yield lead.endpoint, lead
+        finally:
+            if not keep_data:
+                shutil.rmtree(base, ignore_errors=True)
+        return
     try:
         if target == "coord":
             # coord-server's HTTP listener defaults to the fixed port 2381: give it a free one, so this run does not
@@ -196,7 +239,7 @@ def run(args: argparse.Namespace, rows: list[Row]) -> None:
         servers: dict[str, tuple[str, ServerProcess | None]] = {}
         for target in args.targets:
             given = args.endpoint_coord if target == "coord" else args.endpoint_etcd
-            endpoint, server = stack.enter_context(_server(target, given, args.keep_data))
+            endpoint, server = stack.enter_context(_server(target, given, args.keep_data, args.members))
             servers[target] = (endpoint, server)
             origin = f"{'given' if given else 'started'} {endpoint}" + (f" pid {server.pid}" if server else "")
             print(f"# {target}: {origin}", file=sys.stderr, flush=True)

@@ -198,6 +198,14 @@ AUTH_FAILED = ErrorSpec(
 )
 MEMBER_NOT_FOUND = ErrorSpec(_C.NOT_FOUND, "etcdserver: member not found", EtcdError)
 PEER_URL_EXISTS = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: Peer URLs already exists", EtcdError)
+MEMBER_NOT_LEARNER = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: can only promote a learner member", EtcdError)
+LEARNER_NOT_READY = ErrorSpec(
+    _C.FAILED_PRECONDITION, "etcdserver: can only promote a learner member which is in sync with leader", EtcdError
+)
+TOO_MANY_LEARNERS = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: too many learner members in cluster", EtcdError)
+BAD_LEADER_TRANSFEREE = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: bad leader transferee", EtcdError)
+NOT_LEADER = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: not leader", EtcdError)
+NOT_CAPABLE = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: not capable", EtcdError)
 
 _BY_MESSAGE: dict[str, ErrorSpec] = {
     spec.message: spec for spec in list(globals().values()) if isinstance(spec, ErrorSpec)

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 OUT_DIR = ROOT / "coord" / "_proto"
-PACKAGES = ("etcdserverpb", "mvccpb", "authpb", "v3lockpb", "v3electionpb")
+PACKAGES = ("etcdserverpb", "mvccpb", "authpb", "v3lockpb", "v3electionpb", "raftpb")
 _GENERATED_NOTE = "Generated protobuf and gRPC code. Never edit by hand: run scripts/gen_proto.py."
 _IMPORT = re.compile(r"^(from|import) (" + "|".join(PACKAGES) + r")\b", re.MULTILINE)
 

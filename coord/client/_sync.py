@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 from coord.client.client import AsyncClient
 from coord.client.lease import KeepAlive, LeaseKeepAliveResult
@@ -22,6 +22,14 @@ from coord.client.session import Session, SessionEvent, SessionState
 from coord.client.txn import KeyLike
 from coord.client.watch import Watcher
 from coord.errors import ClientClosedError
+
+if TYPE_CHECKING:  # coord.recipes builds on this module: the recipe factories below import it on use
+    from coord.recipes.counter import SyncCounter
+    from coord.recipes.election import SyncElection
+    from coord.recipes.lock import SyncLock
+    from coord.recipes.rwlock import SyncRWLock
+    from coord.recipes.semaphore import SyncSemaphore
+    from coord.recipes.stm import SyncSTMTransaction
 
 __all__ = ["Client", "SyncKeepAlive", "SyncSession", "SyncWatcher"]
 
@@ -76,6 +84,7 @@ def _forward(
 
 
 W = TypeVar("W")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _forward_as(
@@ -287,6 +296,75 @@ class Client:
             return self._async.keep_alive(lease_id, interval=interval)
 
         return SyncKeepAlive(self._runner, self._runner.run(start()))
+
+    # --- recipes (coord.recipes): blocking handles on this client -------------------------------------------------
+
+    def lock(self, name: str | bytes, *, ttl: int | None = None, timeout: float | None = None) -> SyncLock:
+        """A distributed lock (not yet acquired): ``with client.lock("jobs", timeout=10) as lock:``. See
+        :class:`coord.SyncLock`."""
+        from coord.recipes.lock import Lock, SyncLock
+
+        return SyncLock(self._runner, Lock(self._async, name, ttl=ttl, timeout=timeout))
+
+    def rwlock(self, name: str | bytes, *, ttl: int | None = None, timeout: float | None = None) -> SyncRWLock:
+        """A read/write lock: ``with client.rwlock("cfg").read():``. See :class:`coord.SyncRWLock`."""
+        from coord.recipes.rwlock import RWLock, SyncRWLock
+
+        return SyncRWLock(self._runner, RWLock(self._async, name, ttl=ttl, timeout=timeout))
+
+    def semaphore(
+        self, name: str | bytes, limit: int, *, ttl: int | None = None, timeout: float | None = None
+    ) -> SyncSemaphore:
+        """A counting semaphore of ``limit`` slots: ``with client.semaphore("gpu", 4):``. See
+        :class:`coord.SyncSemaphore`."""
+        from coord.recipes.semaphore import Semaphore, SyncSemaphore
+
+        return SyncSemaphore(self._runner, Semaphore(self._async, name, limit, ttl=ttl, timeout=timeout))
+
+    def election(self, name: str | bytes, *, ttl: int | None = None) -> SyncElection:
+        """A leader election: ``with client.election("scheduler").campaign("me") as leadership:``. See
+        :class:`coord.SyncElection`."""
+        from coord.recipes.election import Election, SyncElection
+
+        return SyncElection(self._runner, Election(self._async, name, ttl=ttl))
+
+    @overload
+    def elected(self, func: _F, /) -> _F: ...
+
+    @overload
+    def elected(
+        self, name: str | bytes | None = None, /, *, ttl: int | None = None, value: str | bytes | None = None
+    ) -> Callable[[_F], _F]: ...
+
+    def elected(
+        self,
+        name: str | bytes | Callable[..., Any] | None = None,
+        /,
+        *,
+        ttl: int | None = None,
+        value: str | bytes | None = None,
+    ) -> Any:
+        """Decorator: run a function (sync or async) only while this process leads ``name``
+        (``@client.elected("sched")`` or bare ``@client.elected``). See :func:`coord.elected`."""
+        from coord.recipes._elected import elected
+
+        if callable(name) and not isinstance(name, str | bytes):
+            return elected(None, client=self)(name)
+        return elected(name, ttl=ttl, value=value, client=self)
+
+    def counter(self, name: str | bytes, *, max_attempts: int = 64) -> SyncCounter:
+        """A shared integer counter in one key: ``client.counter("visits").increment()``. See
+        :class:`coord.SyncCounter`."""
+        from coord.recipes.counter import Counter, SyncCounter
+
+        return SyncCounter(self._runner, Counter(self._async, name, max_attempts=max_attempts))
+
+    def stm(self, fn: Callable[[SyncSTMTransaction], R], *, max_attempts: int = 16) -> R:
+        """Run ``fn(tx)`` (in this thread) as a serializable transaction, retried on conflict; returns its result.
+        See :class:`coord.STMTransaction`."""
+        from coord.recipes.stm import run_stm_sync
+
+        return run_stm_sync(self._runner, self._async, fn, max_attempts=max_attempts)
 
     def close(self) -> None:
         """Close the async client, then stop the private loop. Idempotent."""

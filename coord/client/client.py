@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from coord.client._channel import DEFAULT_ENDPOINT, TLSConfig, Transport
 from coord.client.cluster import ClusterMixin
@@ -20,6 +20,19 @@ from coord.client.maintenance import MaintenanceMixin
 from coord.client.session import Session, SessionState
 from coord.client.txn import KeyLike
 from coord.client.watch import WatchCallback, Watcher, run_callback
+
+if TYPE_CHECKING:  # coord.recipes builds on this module: the recipe factories below import it on use
+    from collections.abc import Awaitable
+
+    from coord.recipes.counter import Counter
+    from coord.recipes.election import Election
+    from coord.recipes.lock import Lock
+    from coord.recipes.rwlock import RWLock
+    from coord.recipes.semaphore import Semaphore
+    from coord.recipes.stm import STMTransaction
+
+_T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 __all__ = ["ENDPOINTS_ENV", "AsyncClient", "endpoints_from_env"]
 
@@ -173,6 +186,75 @@ class AsyncClient(KVMixin, LeaseMixin, ClusterMixin, MaintenanceMixin):
                 await session._start()
                 self._session = session
             return self._session
+
+    # --- recipes (coord.recipes): handles on this client ----------------------------------------------------------
+
+    def lock(self, name: str | bytes, *, ttl: int | None = None, timeout: float | None = None) -> Lock:
+        """A distributed lock (not yet acquired): ``async with client.lock("jobs", timeout=10) as lock:``.
+        See :class:`coord.Lock`."""
+        from coord.recipes.lock import Lock
+
+        return Lock(self, name, ttl=ttl, timeout=timeout)
+
+    def rwlock(self, name: str | bytes, *, ttl: int | None = None, timeout: float | None = None) -> RWLock:
+        """A read/write lock: ``async with client.rwlock("cfg").read():``. See :class:`coord.RWLock`."""
+        from coord.recipes.rwlock import RWLock
+
+        return RWLock(self, name, ttl=ttl, timeout=timeout)
+
+    def semaphore(
+        self, name: str | bytes, limit: int, *, ttl: int | None = None, timeout: float | None = None
+    ) -> Semaphore:
+        """A counting semaphore of ``limit`` slots: ``async with client.semaphore("gpu", 4):``. See
+        :class:`coord.Semaphore`."""
+        from coord.recipes.semaphore import Semaphore
+
+        return Semaphore(self, name, limit, ttl=ttl, timeout=timeout)
+
+    def election(self, name: str | bytes, *, ttl: int | None = None) -> Election:
+        """A leader election: ``async with client.election("scheduler").campaign("me") as leadership:``. See
+        :class:`coord.Election`."""
+        from coord.recipes.election import Election
+
+        return Election(self, name, ttl=ttl)
+
+    @overload
+    def elected(self, func: _F, /) -> _F: ...
+
+    @overload
+    def elected(
+        self, name: str | bytes | None = None, /, *, ttl: int | None = None, value: str | bytes | None = None
+    ) -> Callable[[_F], _F]: ...
+
+    def elected(
+        self,
+        name: str | bytes | Callable[..., Any] | None = None,
+        /,
+        *,
+        ttl: int | None = None,
+        value: str | bytes | None = None,
+    ) -> Any:
+        """Decorator: run an async function only while this process leads ``name`` (``@client.elected("sched")``
+        or bare ``@client.elected``). See :func:`coord.elected`."""
+        from coord.recipes._elected import elected
+
+        if callable(name) and not isinstance(name, str | bytes):
+            return elected(None, client=self)(name)
+        return elected(name, ttl=ttl, value=value, client=self)
+
+    def counter(self, name: str | bytes, *, max_attempts: int = 64) -> Counter:
+        """A shared integer counter in one key: ``await client.counter("visits").increment()``. See
+        :class:`coord.Counter`."""
+        from coord.recipes.counter import Counter
+
+        return Counter(self, name, max_attempts=max_attempts)
+
+    async def stm(self, fn: Callable[[STMTransaction], Awaitable[_T]], *, max_attempts: int = 16) -> _T:
+        """Run ``fn(tx)`` as a serializable transaction, retried on conflict; returns its result. See
+        :class:`coord.STMTransaction`."""
+        from coord.recipes.stm import run_stm
+
+        return await run_stm(self, fn, max_attempts=max_attempts)
 
     async def close(self) -> None:
         """Cancel every watcher and keep-alive loop, close the session (revoking its lease) and every channel.

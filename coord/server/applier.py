@@ -13,10 +13,14 @@ from typing import Any
 from google.protobuf.message import Message
 
 from coord._proto.etcdserverpb import rpc_pb2
-from coord.server import lease
+from coord.errors import MEMBER_NOT_FOUND, NO_SPACE
+from coord.server import alarms, lease, membership
+from coord.server.auth.apply import AUTH_KINDS, AuthApplier
+from coord.server.auth.store import AuthStore
 from coord.server.mvcc import Event, MvccWriter, kv_ops
+from coord.server.raft import ConfChange, ConfChangeType
 from coord.server.rejection import Rejected
-from coord.server.requests import Kind, decode
+from coord.server.requests import AuthInfo, Kind, decode_entry
 from coord.server.storage import Backend, LogEntry, u64
 
 META_APPLIED = b"applied"
@@ -35,6 +39,8 @@ class Applied:
     events: list[Event]
     # Leases granted (id, TTL) or revoked (id, 0) by this entry.
     lease_changes: list[tuple[int, int]]
+    # Whether the member table changed.
+    members_changed: bool = False
 
 
 class Applier:
@@ -44,20 +50,58 @@ class Applier:
         self._backend = backend
         self._min_lease_ttl = min_lease_ttl
         self._txn: Any = None
+        # Auth entries, and the permission checks of KV and lease entries against the header they carry.
+        self.auth = AuthApplier(AuthStore(backend))
 
     def applied_index(self, txn: Any) -> int:
         raw = txn.get(META_APPLIED, db=self._backend.meta)
         return int.from_bytes(raw, "big") if raw else 0
 
+    def mark_applied(self, txn: Any, index: int) -> None:
+        """Record an entry with nothing to apply (a new leader's empty entry) as applied."""
+        txn.put(META_APPLIED, u64(index), db=self._backend.meta)
+
+    def apply_conf_change(self, txn: Any, index: int, cc: ConfChange) -> None:
+        """Apply a Raft membership change to the member table (the Raft side is the node's business)."""
+        if cc.type == ConfChangeType.REMOVE_NODE:
+            membership.remove_member(self._backend, txn, cc.node_id)
+        else:
+            members = membership.load_members(self._backend, txn)
+            existing = members.get(cc.node_id)
+            learner = cc.type == ConfChangeType.ADD_LEARNER
+            if existing is not None:
+                existing.is_learner = learner
+                membership.put_member(self._backend, txn, existing)
+            elif cc.context:
+                info = rpc_pb2.Member.FromString(cc.context)
+                member = membership.Member(
+                    cc.node_id, info.name, list(info.peerURLs), list(info.clientURLs), is_learner=learner
+                )
+                membership.put_member(self._backend, txn, member)
+        txn.put(META_APPLIED, u64(index), db=self._backend.meta)
+
     def apply(self, txn: Any, entry: LogEntry) -> Applied:
         """Apply one entry and record it as applied, in ``txn``."""
-        kind, request_id, request = decode(entry.data)
+        decoded = decode_entry(entry.data)
+        kind, request_id, request = decoded.kind, decoded.request_id, decoded.request
+        if kind in (Kind.MEMBER_ATTR, Kind.MEMBER_UPDATE):
+            assert isinstance(request, rpc_pb2.Member)
+            outcome = self._apply_member(txn, kind, request)
+            txn.put(META_APPLIED, u64(entry.index), db=self._backend.meta)
+            return Applied(request_id, outcome, self._current_revision(txn), [], [], members_changed=True)
+        if kind is Kind.ALARM:
+            assert isinstance(request, rpc_pb2.AlarmRequest)
+            response = alarms.apply_alarm(self._backend, txn, request)
+            txn.put(META_APPLIED, u64(entry.index), db=self._backend.meta)
+            return Applied(request_id, response, self._current_revision(txn), [], [])
         writer = MvccWriter(self._backend, txn)
         self._txn = txn
         lease_changes: list[tuple[int, int]] = []
         result: Result
         try:
-            result = self._dispatch(writer, kind, request, lease_changes)
+            if alarms.adds_data(kind.name, request) and alarms.nospace(self._backend, txn):
+                raise Rejected(NO_SPACE)
+            result = self._dispatch(writer, kind, request, lease_changes, decoded.auth)
         except Rejected as refusal:
             result = refusal
         finally:
@@ -67,8 +111,16 @@ class Applier:
         return Applied(request_id, result, revision, writer.events, lease_changes)
 
     def _dispatch(
-        self, writer: MvccWriter, kind: Kind, request: Message, lease_changes: list[tuple[int, int]]
+        self,
+        writer: MvccWriter,
+        kind: Kind,
+        request: Message,
+        lease_changes: list[tuple[int, int]],
+        auth: AuthInfo | None = None,
     ) -> Message:
+        if kind in AUTH_KINDS:
+            return self.auth.apply(writer.txn, kind, request, auth)
+        self.auth.check(writer, writer.txn, kind, request, auth)
         if kind is Kind.PUT:
             assert isinstance(request, rpc_pb2.PutRequest)
             return kv_ops.put_request(writer, request, self.lease_exists)
@@ -95,6 +147,21 @@ class Applier:
         resp = rpc_pb2.CompactionResponse()
         resp.header.revision = writer.current_revision
         return resp
+
+    def _apply_member(self, txn: Any, kind: Kind, info: rpc_pb2.Member) -> Result:
+        member = membership.load_members(self._backend, txn).get(info.ID)
+        if member is None:
+            return Rejected(MEMBER_NOT_FOUND)
+        if kind is Kind.MEMBER_ATTR:
+            member.name = info.name
+            member.client_urls = list(info.clientURLs)
+        else:
+            member.peer_urls = list(info.peerURLs)
+        membership.put_member(self._backend, txn, member)
+        return rpc_pb2.Member(ID=member.id)
+
+    def _current_revision(self, txn: Any) -> int:
+        return MvccWriter(self._backend, txn).read_revision
 
     def lease_exists(self, lease_id: int) -> bool:
         """Whether ``lease_id`` is granted, as of the transaction being applied."""

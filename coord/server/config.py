@@ -32,6 +32,10 @@ class ServerConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     watch_progress_notify_interval_ms: int = 600_000
     log_level: str = "info"
+    # Auth (coord.server.auth): token type and options, simple-token TTL in seconds, bcrypt cost of password hashes.
+    auth_token: str = "simple"
+    auth_token_ttl: int = 300
+    bcrypt_cost: int = 10
 
     def initial_members(self) -> dict[str, list[str]]:
         """--initial-cluster as {name: [peer urls]}; defaults to this member alone."""
@@ -112,6 +116,13 @@ def parser() -> argparse.ArgumentParser:
         help=argparse.SUPPRESS,
     )
     p.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warn", "error"])
+    p.add_argument(
+        "--auth-token",
+        default=d.auth_token,
+        help="auth token type: simple, or jwt,pub-key=<file>,priv-key=<file>,sign-method=<alg>[,ttl=<duration>]",
+    )
+    p.add_argument("--auth-token-ttl", type=int, default=d.auth_token_ttl, help="simple token lifetime (seconds)")
+    p.add_argument("--bcrypt-cost", type=int, default=d.bcrypt_cost, help="bcrypt cost of password hashes (4-31)")
     return p
 
 
@@ -136,7 +147,14 @@ def from_args(argv: list[str] | None = None) -> ServerConfig:
         max_request_bytes=args.max_request_bytes,
         watch_progress_notify_interval_ms=args.watch_progress_notify_interval,
         log_level=args.log_level,
+        auth_token=args.auth_token,
+        auth_token_ttl=args.auth_token_ttl,
+        bcrypt_cost=args.bcrypt_cost,
     )
+    if not 4 <= config.bcrypt_cost <= 31:
+        raise SystemExit("coord-server: --bcrypt-cost must be between 4 and 31")
+    if config.auth_token_ttl < 1:
+        raise SystemExit("coord-server: --auth-token-ttl must be > 0")
     if config.max_txn_ops < 1 or config.max_request_bytes < 1 or config.quota_backend_bytes < 1:
         raise SystemExit("coord-server: --max-txn-ops, --max-request-bytes and --quota-backend-bytes must be > 0")
     return config

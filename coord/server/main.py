@@ -1,4 +1,4 @@
-"""coord-server: run one member until SIGINT or SIGTERM."""
+"""coord-server: run one member until SIGINT or SIGTERM (``coord-server snapshot ...``: the offline snapshot tools)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import sys
 
 from coord.server.config import ServerConfig, from_args
+from coord.server.restore import main as snapshot_main
 from coord.server.server import MemberServer
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
@@ -20,12 +21,19 @@ async def serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    removed = asyncio.create_task(server.stopped.wait())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([removed, stopping], return_when=asyncio.FIRST_COMPLETED)
+    removed.cancel()
+    stopping.cancel()
     logging.getLogger("coord.server").info("stopping")
     await server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["snapshot"]:  # coord-server snapshot restore|status
+        return snapshot_main(args[1:])
     config = from_args(argv)
     logging.basicConfig(
         level=_LEVELS[config.log_level], format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr

@@ -1,6 +1,8 @@
 """Test support shared by coord's tests and its users: real server processes on free loopback ports."""
 
+from coord.testing.faults import FaultProxy
 from coord.testing.procs import (
+    Cluster,
     ServerProcess,
     etcd_binary,
     free_port,
@@ -9,4 +11,13 @@ from coord.testing.procs import (
     wait_for_port,
 )
 
-__all__ = ["ServerProcess", "etcd_binary", "free_port", "start_coord_server", "start_etcd", "wait_for_port"]
+__all__ = [
+    "Cluster",
+    "FaultProxy",
+    "ServerProcess",
+    "etcd_binary",
+    "free_port",
+    "start_coord_server",
+    "start_etcd",
+    "wait_for_port",
+]

@@ -20,21 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["ServerProcess", "etcd_binary", "free_port", "start_coord_server", "start_etcd", "wait_for_port"]
+from coord.testing.faults import FaultProxy
+from coord.testing.ports import free_port
 
-_used_ports: set[int] = set()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed out before."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in _used_ports:
-            _used_ports.add(port)
-            return port
-    raise RuntimeError("no free port found")
+__all__ = [
+    "Cluster",
+    "ServerProcess",
+    "etcd_binary",
+    "free_port",
+    "start_coord_server",
+    "start_etcd",
+    "wait_for_port",
+]
 
 
 def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -67,6 +64,7 @@ class ServerProcess:
     data_dir: Path
     log_path: Path
     extra: dict[str, str] = field(default_factory=dict)
+    argv: list[str] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -98,6 +96,18 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def restart(self, timeout: float = 30.0) -> None:
+        """Start the same command again (same ports and data dir) after the process exited or was killed."""
+        if self.proc.poll() is None:
+            raise RuntimeError(f"{self.name} is still running")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_for_port(self.client_port, timeout, self.proc)
+        except BaseException:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not restart:\n{self.log()[-4000:]}") from None
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
@@ -113,12 +123,16 @@ class ServerProcess:
         self.stop()
 
 
-def _spawn(name: str, argv: Sequence[str], data_dir: Path, client_port: int, peer_port: int) -> ServerProcess:
+def _spawn(
+    name: str, argv: Sequence[str], data_dir: Path, client_port: int, peer_port: int, wait: bool = True
+) -> ServerProcess:
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    server = ServerProcess(name, proc, client_port, peer_port, data_dir, log_path)
+    server = ServerProcess(name, proc, client_port, peer_port, data_dir, log_path, argv=list(argv))
+    if not wait:
+        return server
     try:
         wait_for_port(client_port, 30.0, proc)
     except BaseException:
@@ -201,3 +215,163 @@ def start_etcd(
         *extra_args,
     ]
     return _spawn(f"etcd {name}", argv, data_dir, client_port, peer_port)
+
+
+def _coord_argv(name: str, data_dir: Path, client: int, peer: int, http: int, advertised_peer: int) -> list[str]:
+    return [
+        sys.executable, "-m", "coord.server.main", "--name", name, "--data-dir", str(data_dir),
+        "--listen-client-urls", f"http://127.0.0.1:{client}", "--advertise-client-urls", f"http://127.0.0.1:{client}",
+        "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{advertised_peer}",
+        "--listen-client-http-urls", f"http://127.0.0.1:{http}",
+    ]  # fmt: skip
+
+
+def _etcd_argv(name: str, data_dir: Path, client: int, peer: int, http: int, advertised_peer: int) -> list[str]:
+    binary = etcd_binary()
+    if binary is None:
+        raise RuntimeError("etcd is not installed (apt-get install etcd-server etcd-client)")
+    return [
+        binary, "--name", name, "--data-dir", str(data_dir),
+        "--listen-client-urls", f"http://127.0.0.1:{client}", "--advertise-client-urls", f"http://127.0.0.1:{client}",
+        "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{advertised_peer}",
+        "--log-level", "warn", "--logger", "zap",
+    ]  # fmt: skip
+
+
+class Cluster:
+    """Members ``m0..m{n-1}`` of a coord-server or etcd cluster on free loopback ports, started as a new cluster.
+
+    ``kind`` is ``"coord"`` or ``"etcd"``. Every process is stopped by PID in :meth:`stop` (also on ``__exit__``).
+    ``heartbeat_ms`` and ``election_ms`` are passed as --heartbeat-interval and --election-timeout.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        base_dir: Path,
+        size: int = 3,
+        *,
+        heartbeat_ms: int = 50,
+        election_ms: int = 500,
+        extra_args: Sequence[str] = (),
+        peer_proxies: bool = False,
+    ) -> None:
+        if kind not in ("coord", "etcd"):
+            raise ValueError("kind must be 'coord' or 'etcd'")
+        self.kind = kind
+        self.base_dir = base_dir
+        self.token = f"coord-test-{free_port()}"
+        self.heartbeat_ms, self.election_ms = heartbeat_ms, election_ms
+        self.extra_args = list(extra_args)
+        self.members: list[ServerProcess] = []
+        self.reserved: dict[str, tuple[int, int, int]] = {}
+        # With peer_proxies, member i advertises a FaultProxy in front of its peer port: faulting proxies[i]
+        # disturbs every message sent TO member i.
+        self.proxies: list[FaultProxy] = []
+        self._advertised: dict[int, int] = {}
+        ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
+        for _, peer, _ in ports:
+            if peer_proxies:
+                proxy = FaultProxy(peer)
+                self.proxies.append(proxy)
+                self._advertised[peer] = proxy.port
+            else:
+                self._advertised[peer] = peer
+        initial = ",".join(f"m{i}=http://127.0.0.1:{self._advertised[peer]}" for i, (_, peer, _) in enumerate(ports))
+        self.initial_cluster = initial
+        try:
+            for i, (client, peer, http) in enumerate(ports):
+                self.members.append(self._spawn(f"m{i}", client, peer, http, initial, "new"))
+            for member in self.members:
+                wait_for_port(member.client_port, 30.0, member.proc)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, name: str, client: int, peer: int, http: int, initial: str, state: str) -> ServerProcess:
+        make = _coord_argv if self.kind == "coord" else _etcd_argv
+        argv = [
+            *make(name, self.base_dir / name, client, peer, http, self._advertised.get(peer, peer)),
+            "--initial-cluster", initial, "--initial-cluster-state", state,
+            "--initial-cluster-token", self.token,
+            "--heartbeat-interval", str(self.heartbeat_ms), "--election-timeout", str(self.election_ms),
+            *self.extra_args,
+        ]  # fmt: skip
+        server = _spawn(f"{self.kind} {name}", argv, self.base_dir / name, client, peer, wait=False)
+        if self.kind == "coord":
+            server.extra["http_url"] = f"http://127.0.0.1:{http}"
+        server.extra["name"] = name
+        server.extra["peer_url"] = f"http://127.0.0.1:{self._advertised.get(peer, peer)}"
+        return server
+
+    def add_member(self, name: str, initial_cluster: str, extra_args: Sequence[str] = ()) -> ServerProcess:
+        """Start a member joining this (existing) cluster, after ``member add`` announced it. Its peer URL must be
+        the one :meth:`reserve` returned for ``name``."""
+        client, peer, http = self.reserved.pop(name)
+        saved, self.extra_args = self.extra_args, [*self.extra_args, *extra_args]
+        try:
+            member = self._spawn(name, client, peer, http, initial_cluster, "existing")
+        finally:
+            self.extra_args = saved
+        self.members.append(member)
+        wait_for_port(member.client_port, 30.0, member.proc)
+        return member
+
+    def reserve(self, name: str) -> str:
+        """Pick ports for a member to be added as ``name``; returns its peer URL (for ``member add``)."""
+        ports = (free_port(), free_port(), free_port())
+        self.reserved[name] = ports
+        return f"http://127.0.0.1:{ports[1]}"
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members if m.alive()]
+
+    def wait_leader(self, timeout: float = 30.0) -> ServerProcess:
+        """Wait until every live member names the same leader (Maintenance.Status); returns it."""
+        import grpc
+
+        from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+
+        deadline = time.monotonic() + timeout
+        while True:
+            by_id: dict[int, ServerProcess] = {}
+            leaders: set[int] = set()
+            try:
+                for member in self.members:
+                    if not member.alive():
+                        continue
+                    with grpc.insecure_channel(member.endpoint) as ch:
+                        st = rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=2)
+                    by_id[st.header.member_id] = member
+                    leaders.add(st.leader)
+            except grpc.RpcError:
+                leaders = set()
+            if len(leaders) == 1 and next(iter(leaders)) in by_id:
+                return by_id[next(iter(leaders))]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no agreed leader within {timeout}s")
+            time.sleep(0.05)
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Wait until the members agree on a leader."""
+        self.wait_leader(timeout)
+
+    def by_endpoint(self, endpoint: str) -> ServerProcess:
+        return next(m for m in self.members if m.endpoint == endpoint)
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
+        for proxy in self.proxies:
+            proxy.close()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,4 +1,4 @@
-"""Authentication with user and password, and token refresh (real etcd; coord-server has no auth yet)."""
+"""Authentication with user and password, and token refresh, on real etcd and on coord-server."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 import coord
 from coord.errors import AuthFailedError, EtcdError
-from coord.testing import ServerProcess, start_etcd
+from coord.testing import ServerProcess, start_coord_server, start_etcd
 from tests.conftest import require_etcd
 
 
@@ -25,11 +25,15 @@ def _etcdctl(endpoint: str, *args: str) -> None:
     )
 
 
-@pytest.fixture
-def auth_etcd(tmp_path: Path) -> Iterator[ServerProcess]:
-    """etcd with auth on, user root/rootpw, and simple tokens that expire after 2 seconds."""
-    require_etcd()
-    server = start_etcd(tmp_path / "etcd", extra_args=["--auth-token", "simple", "--auth-token-ttl", "2"])
+@pytest.fixture(params=["etcd", "coord"])
+def auth_etcd(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server with auth on, user root/rootpw, and simple tokens that expire after 2 seconds."""
+    args = ["--auth-token", "simple", "--auth-token-ttl", "2"]
+    if request.param == "etcd":
+        require_etcd()
+        server = start_etcd(tmp_path / "etcd", extra_args=args)
+    else:
+        server = start_coord_server(tmp_path / "coord", extra_args=[*args, "--bcrypt-cost", "4"])
     try:
         _etcdctl(server.endpoint, "user", "add", "root:rootpw")
         _etcdctl(server.endpoint, "auth", "enable")

@@ -1,4 +1,4 @@
-"""Failover across the members of a 3-member real etcd cluster.
+"""Failover across the members of a 3-member cluster, real etcd and coord-server.
 
 Fault: SIGKILL of the member the client is connected to.
 Guarantee: reads and writes continue on the other members without the caller retrying, and a watch resumes from
@@ -14,20 +14,20 @@ from pathlib import Path
 import pytest
 
 import coord
-from coord.testing import ServerProcess
-from tests.client._cluster import EtcdCluster
+from coord.testing import Cluster, ServerProcess
 from tests.conftest import require_etcd
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
-    require_etcd()
-    with EtcdCluster(tmp_path / "cluster") as c:
+@pytest.fixture(params=["etcd", "coord"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    if request.param == "etcd":
+        require_etcd()
+    with Cluster(request.param, tmp_path / "cluster", 3, heartbeat_ms=50, election_ms=500) as c:
         c.wait_healthy()
         yield c
 
 
-def _leader(client: coord.Client, cluster: EtcdCluster) -> ServerProcess:
+def _leader(client: coord.Client, cluster: Cluster) -> ServerProcess:
     status = client.status()
     for member in cluster.members:
         if member.alive() and client.status(endpoint=member.endpoint).member_id == status.leader:
@@ -35,7 +35,7 @@ def _leader(client: coord.Client, cluster: EtcdCluster) -> ServerProcess:
     raise AssertionError("no leader found")
 
 
-def _wait_for_new_leader(cluster: EtcdCluster, dead: ServerProcess, timeout: float = 15) -> None:
+def _wait_for_new_leader(cluster: Cluster, dead: ServerProcess, timeout: float = 15) -> None:
     survivors = [m for m in cluster.members if m is not dead]
     deadline = time.monotonic() + timeout
     with coord.connect([m.endpoint for m in survivors], timeout=2) as probe:
@@ -51,7 +51,7 @@ def _wait_for_new_leader(cluster: EtcdCluster, dead: ServerProcess, timeout: flo
     raise TimeoutError("no new leader")
 
 
-def _run_kill_scenario(cluster: EtcdCluster, victim: ServerProcess) -> None:
+def _run_kill_scenario(cluster: Cluster, victim: ServerProcess) -> None:
     others = [m.endpoint for m in cluster.members if m is not victim]
     with coord.connect([victim.endpoint, *others], timeout=10) as client:
         assert client.endpoint == victim.endpoint
@@ -76,20 +76,20 @@ def _run_kill_scenario(cluster: EtcdCluster, victim: ServerProcess) -> None:
         watcher.cancel()
 
 
-def test_kill_connected_follower(cluster: EtcdCluster) -> None:
+def test_kill_connected_follower(cluster: Cluster) -> None:
     with coord.connect(cluster.endpoints, timeout=5) as probe:
         leader = _leader(probe, cluster)
     follower = next(m for m in cluster.members if m is not leader)
     _run_kill_scenario(cluster, follower)
 
 
-def test_kill_connected_leader(cluster: EtcdCluster) -> None:
+def test_kill_connected_leader(cluster: Cluster) -> None:
     with coord.connect(cluster.endpoints, timeout=5) as probe:
         leader = _leader(probe, cluster)
     _run_kill_scenario(cluster, leader)
 
 
-def test_writes_during_an_election_are_not_duplicated(cluster: EtcdCluster) -> None:
+def test_writes_during_an_election_are_not_duplicated(cluster: Cluster) -> None:
     # Puts issued right after the leader dies either succeed once or fail with a typed error; a put that reported
     # success is stored exactly once (its version proves it was applied a single time).
     with coord.connect(cluster.endpoints, timeout=5) as probe:

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 import coord
-from coord.testing import free_port
-from tests.client._cluster import EtcdCluster
+from coord.testing import Cluster, free_port
 from tests.client.conftest import Backend
 from tests.conftest import require_etcd
 
@@ -50,9 +49,11 @@ def test_snapshot_defragment_alarms(backend: Backend, tmp_path: Path) -> None:
         assert client.get("s/19").value == b"x" * 100
 
 
-def test_move_leader(tmp_path: Path) -> None:
-    require_etcd()
-    with EtcdCluster(tmp_path / "cluster") as cluster:
+@pytest.mark.parametrize("kind", ["etcd", "coord"])
+def test_move_leader(kind: str, tmp_path: Path) -> None:
+    if kind == "etcd":
+        require_etcd()
+    with Cluster(kind, tmp_path / "cluster", 3, heartbeat_ms=50, election_ms=500) as cluster:
         cluster.wait_healthy()
         with coord.connect(cluster.endpoints, timeout=10) as client:
             status = client.status()

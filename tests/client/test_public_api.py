@@ -31,3 +31,50 @@ def test_sync_client_mirrors_the_async_client() -> None:
     sync_names = {n for n in dir(coord.Client) if not n.startswith("_")}
     assert async_names - sync_names == set()
     assert coord.Client.get.__doc__ == coord.AsyncClient.get.__doc__
+
+
+RECIPE_FACTORIES = ("lock", "rwlock", "semaphore", "election", "elected", "counter", "stm")
+
+
+def test_recipe_factories_exist_on_both_clients_and_the_module() -> None:
+    for name in RECIPE_FACTORIES:
+        assert callable(getattr(coord.AsyncClient, name)), name
+        assert callable(getattr(coord.Client, name)), name
+        assert callable(getattr(coord, name)), name
+    assert callable(coord.leadership)
+
+
+def test_recipe_errors_are_coord_errors() -> None:
+    from coord.errors import CoordError
+
+    for error in (
+        coord.LockTimeout,
+        coord.LockLost,
+        coord.LockNotHeld,
+        coord.ElectionTimeout,
+        coord.NotLeader,
+        coord.LeadershipLost,
+        coord.TransactionConflict,
+    ):
+        assert issubclass(error, CoordError), error
+    assert issubclass(coord.LockTimeout, TimeoutError) and issubclass(coord.ElectionTimeout, TimeoutError)
+    assert issubclass(coord.LeadershipLost, coord.NotLeader)
+
+
+def test_recipe_classes_open_with_a_usage_example() -> None:
+    for cls in (coord.Lock, coord.SyncLock, coord.RWLock, coord.Semaphore, coord.Election, coord.SyncElection,
+                coord.Leadership, coord.SyncLeadership, coord.Counter, coord.STMTransaction):  # fmt: skip
+        assert "Example::" in (cls.__doc__ or ""), cls
+
+
+def test_coord_client_imports_the_recipes_only_inside_the_factories() -> None:
+    # coord.recipes builds on coord.client, so no module of coord.client imports it at module level (type-checking
+    # imports aside): the factories import it when called.
+    import ast
+    from pathlib import Path
+
+    for path in Path(coord.client.__file__).parent.glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                assert not any(n.startswith("coord.recipes") for n in names), f"{path.name}: {ast.unparse(node)}"

@@ -42,6 +42,7 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
         self, request: v3election_pb2.CampaignRequest, context: Context
     ) -> v3election_pb2.CampaignResponse:
         try:
+            self._client.bind_caller(context)
             return await self._campaign(request)
         except Rejected as refusal:
             await abort_unknown(context, refusal)
@@ -80,6 +81,7 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
         self, request: v3election_pb2.ProclaimRequest, context: Context
     ) -> v3election_pb2.ProclaimResponse:
         try:
+            self._client.bind_caller(context)
             if not request.HasField("leader"):
                 raise Rejected(MISSING_LEADER_KEY)
             leader = v3election_pb2.LeaderKey()
@@ -107,6 +109,7 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
     async def Resign(self, request: v3election_pb2.ResignRequest, context: Context) -> v3election_pb2.ResignResponse:
         """Delete the leader key if it is still the one elected; not being the leader is no error (as in etcd)."""
         try:
+            self._client.bind_caller(context)
             if not request.HasField("leader"):
                 raise Rejected(MISSING_LEADER_KEY)
             if request.leader.lease == 0:
@@ -127,6 +130,7 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
 
     async def Leader(self, request: v3election_pb2.LeaderRequest, context: Context) -> v3election_pb2.LeaderResponse:
         try:
+            self._client.bind_caller(context)
             resp = self._client.range(first_created(request.name + b"/"))
             if not resp.kvs:
                 raise Rejected(NO_LEADER)
@@ -141,6 +145,7 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
         first key put under the prefix; when the leader's key is deleted, look for the next leader. The stream ends
         (status OK) if a watch is lost, as in etcd."""
         try:
+            self._client.bind_caller(context)
             await self._observe(request.name + b"/", context)
         except WatchLost:
             return

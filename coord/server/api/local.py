@@ -6,11 +6,17 @@ committed view, and waiting for a key's deletion uses the watch hub (no polling)
 
 Errors: etcd's recipe servers return the client library's errors, which are not gRPC statuses, so every refusal
 (``etcdserver: ...``, ``election: ...``, ``session expired``) reaches the caller as code UNKNOWN with etcd's message.
+
+Auth: as etcd's recipe servers act with their caller's credentials, each Lock/Election call first binds its caller
+(:meth:`LocalClient.bind_caller`); every read, watch and write the recipe then makes is checked against that user
+(reads here, writes by the applier). The binding lives in a context variable, so it follows the call into the tasks
+it starts and never leaks into other calls; a call that binds nobody acts as an anonymous user.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Coroutine
 from typing import Any, NoReturn
@@ -23,13 +29,17 @@ from coord._proto.mvccpb import kv_pb2
 from coord.errors import COMPACTED, REQUEST_TOO_LARGE, ErrorSpec, EtcdError
 from coord.server.api import validation
 from coord.server.api.common import Headers, abort
+from coord.server.auth import AuthGate, AuthInfo
 from coord.server.mvcc import kv_ops
 from coord.server.mvcc.watchable import WatchHub, WatchStream
 from coord.server.node import Node
 from coord.server.rejection import Rejected
-from coord.server.requests import Kind
+from coord.server.requests import Kind, encode
 
 log = logging.getLogger(__name__)
+
+# The credentials of the Lock/Election call being served (see LocalClient.bind_caller).
+_caller: contextvars.ContextVar[AuthInfo | None] = contextvars.ContextVar("coord_local_caller", default=None)
 
 # concurrency.NewSession's default TTL: the lease Lock and Campaign grant when the request names none.
 SESSION_TTL = 60
@@ -113,22 +123,31 @@ class KeyWatch:
 class LocalClient:
     """The KV, Lease and Watch calls the recipes need, run on this member."""
 
-    def __init__(self, node: Node, hub: WatchHub, headers: Headers, max_request_bytes: int, max_txn_ops: int) -> None:
+    def __init__(
+        self, node: Node, hub: WatchHub, headers: Headers, max_request_bytes: int, max_txn_ops: int, *, gate: AuthGate
+    ) -> None:
         self._node = node
+        self._gate = gate
         self._hub = hub
         self.headers = headers
         self._max_request_bytes = max_request_bytes
         self._max_txn_ops = max_txn_ops
         self._background: set[asyncio.Task[None]] = set()
 
+    def bind_caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Make the rest of this call act as the gRPC caller; raises Rejected for an invalid token."""
+        _caller.set(self._gate.credentials(context))
+
     async def _propose(self, kind: Kind, request: Message) -> Message:
-        request_id, data = self._node.encode(kind, request)
+        request_id = self._node.next_id()
+        data = encode(kind, request_id, request, _caller.get())
         if len(data) > self._max_request_bytes:
             raise Rejected(REQUEST_TOO_LARGE)
         return await self._node.propose(request_id, data)
 
     def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         validation.check_range(request)
+        self._gate.check_range(_caller.get(), request.key, request.range_end)
         with self._node.read() as view:
             resp = kv_ops.range_(view, request)
         self.headers.fill(resp.header)
@@ -137,6 +156,7 @@ class LocalClient:
     async def txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         validation.check_txn(request, self._max_txn_ops)
         if kv_ops.is_read_only(request):
+            self._gate.check_txn(_caller.get(), request)
             with self._node.read() as view:
                 resp = kv_ops.txn(view, request, lambda _lease: False)
         else:
@@ -162,6 +182,8 @@ class LocalClient:
         return resp.ID
 
     def watch(self, request: rpc_pb2.WatchCreateRequest) -> KeyWatch:
+        """A watcher on the hub; raises Rejected when the caller may not read the watched range."""
+        self._gate.check_watch(_caller.get(), request)
         return KeyWatch(self._hub, request)
 
     async def wait_delete(self, key: bytes, revision: int) -> None:

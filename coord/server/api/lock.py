@@ -27,6 +27,7 @@ class LockService(v3lock_pb2_grpc.LockServicer):
 
     async def Lock(self, request: v3lock_pb2.LockRequest, context: Context) -> v3lock_pb2.LockResponse:
         try:
+            self._client.bind_caller(context)
             key, header = await self._lock(request.name, request.lease)
         except Rejected as refusal:
             await abort_unknown(context, refusal)
@@ -65,6 +66,7 @@ class LockService(v3lock_pb2_grpc.LockServicer):
 
     async def Unlock(self, request: v3lock_pb2.UnlockRequest, context: Context) -> v3lock_pb2.UnlockResponse:
         try:
+            self._client.bind_caller(context)
             resp = await self._client.delete(request.key)
         except Rejected as refusal:
             await abort_unknown(context, refusal)

@@ -82,8 +82,12 @@ class _Deadline:
 
 
 class Lessor:
-    """Tracks lease deadlines on this member and expires leases by proposing revokes (through ``revoke``).
+    """Tracks lease deadlines on this member and, while it is the primary (the Raft leader), expires leases by
+    proposing revokes (through ``revoke``).
 
+    Every member tracks every lease (grants and revokes arrive by applying the log), but only the primary's
+    deadlines mean anything: keep-alives are served by the leader. On promotion every lease gets its full TTL again
+    before anything can expire (a new leader cannot know how long the old one last heard from a client).
     ``clock`` is monotonic seconds. All methods run on the server's event loop.
     """
 
@@ -99,6 +103,19 @@ class Lessor:
         self._deadlines: dict[int, _Deadline] = {}
         self._task: asyncio.Task[None] | None = None
         self._expiring: set[asyncio.Task[None]] = set()
+        self.primary = False
+
+    def promote(self) -> None:
+        """This member now leads: give every lease its full TTL from now, then start expiring."""
+        now = self._clock()
+        for deadline in self._deadlines.values():
+            deadline.expires_at = now + deadline.ttl
+            deadline.revoking = False
+        self.primary = True
+
+    def demote(self) -> None:
+        """This member no longer leads: stop expiring (the new leader does)."""
+        self.primary = False
 
     def restore(self, leases: dict[int, int]) -> None:
         """Start tracking ``leases`` (id -> TTL), each with its full TTL from now."""
@@ -145,6 +162,8 @@ class Lessor:
     async def _expire_loop(self) -> None:
         while True:
             await asyncio.sleep(self._tick)
+            if not self.primary:
+                continue
             for lease_id in self.expired()[:_EXPIRE_PER_TICK]:
                 self._deadlines[lease_id].revoking = True
                 task = asyncio.create_task(self._expire(lease_id))

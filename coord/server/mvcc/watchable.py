@@ -125,6 +125,18 @@ class WatchHub:
         if self._catching_up:
             self._wakeup.set()
 
+    def resync(self) -> None:
+        """The store was replaced wholesale (a snapshot from the leader): every synced watcher catches up from
+        history from its next revision, so none misses the changes the snapshot brought."""
+        for group in list(self._single.values()):
+            for watcher in list(group):
+                self._leave_synced(watcher)
+                self._catching_up.add(watcher)
+        for watcher in list(self._ranges):
+            self._leave_synced(watcher)
+            self._catching_up.add(watcher)
+        self.wake()
+
     def current_revision(self) -> int:
         with self._read() as view:
             return view.current_revision

@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import lmdb
+
+from coord.server.storage.readgate import ReaderGate
 
 _U64 = struct.Struct(">Q")
 _I64 = struct.Struct(">q")
@@ -25,6 +28,23 @@ DB_KEY_INDEX = b"key_index"  # coord.server.mvcc.store: (key, revision) -> key-v
 DB_REVISIONS = b"revisions"  # coord.server.mvcc.store: (revision, sub) -> key
 DB_LEASES = b"leases"  # coord.server.lease: lease id -> granted TTL
 DB_LEASE_KEYS = b"lease_keys"  # coord.server.mvcc.store: lease id + key -> empty (the keys attached to a lease)
+DB_MEMBERS = b"members"  # coord.server.membership: member id -> member (the replicated member table)
+DB_AUTH = b"auth"  # coord.server.auth.store: auth enabled flag, auth revision, enable epoch
+DB_AUTH_USERS = b"auth_users"  # coord.server.auth.store: user name -> authpb.User
+DB_AUTH_ROLES = b"auth_roles"  # coord.server.auth.store: role name -> authpb.Role
+
+# The state machine: every database a snapshot copies to a follower (besides the replicated keys of ``meta``).
+# A module adding replicated state in a new database must list it here.
+STATE_DBS: list[bytes] = [
+    DB_KEY_INDEX,
+    DB_REVISIONS,
+    DB_LEASES,
+    DB_LEASE_KEYS,
+    DB_MEMBERS,
+    DB_AUTH,
+    DB_AUTH_USERS,
+    DB_AUTH_ROLES,
+]
 
 DATA_FILE = "data.mdb"
 
@@ -51,16 +71,22 @@ class Backend:
 
     ``map_size`` bounds the file; it is reserved address space, not disk, and should exceed the backend quota.
     Write transactions must come from one thread at a time (the node's apply thread); read transactions may run on any
-    thread concurrently with a writer and see the last committed state.
+    thread concurrently with a writer and see the last committed state. Read transactions pass the reader ``gate``,
+    which lets :meth:`replace_data_file` (defragment) close and reopen the environment under them safely.
     """
 
     def __init__(self, data_dir: Path, map_size: int) -> None:
         self.path = data_dir / "member" / "db"
         self.path.mkdir(parents=True, exist_ok=True)
+        self.gate = ReaderGate()
+        self._map_size = map_size
+        self._open()
+
+    def _open(self) -> None:
         self.env = lmdb.open(
             str(self.path),
-            map_size=map_size,
-            max_dbs=8,
+            map_size=self._map_size,
+            max_dbs=32,
             max_readers=1024,
             # Readers are not bound to OS threads, so asyncio code may open read txns freely.
             lock=True,
@@ -74,10 +100,23 @@ class Backend:
         self.revisions = self.env.open_db(DB_REVISIONS)
         self.leases = self.env.open_db(DB_LEASES)
         self.lease_keys = self.env.open_db(DB_LEASE_KEYS)
+        self.members = self.env.open_db(DB_MEMBERS)
+        self.auth = self.env.open_db(DB_AUTH)
+        self.auth_users = self.env.open_db(DB_AUTH_USERS)
+        self.auth_roles = self.env.open_db(DB_AUTH_ROLES)
 
-    def read(self) -> Any:
-        """A read-only transaction over the last committed state (use as a context manager)."""
-        return self.env.begin(write=False, buffers=False)
+        self._state_dbs = {name: self.env.open_db(name) for name in STATE_DBS}
+
+    def state_dbs(self) -> dict[bytes, Any]:
+        """The state machine databases by name (see ``STATE_DBS``)."""
+        return self._state_dbs
+
+    def read(self) -> _GatedRead:
+        """A read-only transaction over the last committed state: ``with backend.read() as txn``.
+
+        On the event loop the block must not await (see ``coord.server.storage.readgate``).
+        """
+        return _GatedRead(self)
 
     def write(self) -> Any:
         """A write transaction; committing it fsyncs. Only the node's apply thread may call this."""
@@ -91,10 +130,74 @@ class Backend:
             return 0
 
     def size_in_use(self) -> int:
-        """Bytes of the data file that hold live pages."""
-        info = self.env.info()
+        """Bytes of live pages: every database's branch, leaf and overflow pages. Unlike the file size this shrinks
+        when data is deleted and compacted away (LMDB reuses the freed pages), which is what the quota measures."""
         stat = self.env.stat()
-        return int((info["last_pgno"] + 1) * stat["psize"])
+        pages = stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+        with self.env.begin(write=False) as txn:
+            for db in {self.meta, self.log, *self._state_dbs.values()}:
+                s = txn.stat(db)
+                pages += s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]
+        return int(pages * stat["psize"])
 
     def close(self) -> None:
         self.env.close()
+
+    # -- defragment (coord.server.defrag drives these) ---------------------------------------------------------------
+
+    def compact_copy(self, directory: Path) -> Path:
+        """Write a compacted copy of the environment (free pages left out, pages renumbered) to
+        ``directory/data.mdb`` and fsync it; returns its path. Any thread; it reads one consistent state."""
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / DATA_FILE
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with self.gate.reading():
+                self.env.copyfd(fd, compact=True)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return target
+
+    def replace_data_file(self, copy: Path) -> None:
+        """Close the environment, move ``copy`` (a :meth:`compact_copy` taken while no write ran since) over the
+        data file, make the rename durable, and reopen. The caller guarantees that no write transaction runs and
+        that no read transaction is in flight (``gate.run_exclusive``)."""
+        self.env.close()
+        try:
+            os.replace(copy, self.path / DATA_FILE)
+            dir_fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        finally:
+            self._open()  # the copy, or the old data file if the rename failed
+
+
+class _GatedRead:
+    """Context manager of :meth:`Backend.read`: passes the reader gate, then opens a read-only transaction."""
+
+    __slots__ = ("_backend", "_txn")
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._txn: Any = None
+
+    def __enter__(self) -> Any:
+        gate = self._backend.gate
+        gate.enter()
+        try:
+            self._txn = self._backend.env.begin(write=False, buffers=False)
+        except BaseException:
+            gate.leave()
+            raise
+        return self._txn
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            self._txn.abort()
+        finally:
+            self._backend.gate.leave()

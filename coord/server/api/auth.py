@@ -1,0 +1,288 @@
+"""The etcd Auth service: users, roles, permissions, enable/disable/status, and Authenticate.
+
+Every request goes through the log with the caller's auth header, as in etcd: the applier checks (on every member)
+that the caller holds the root role where etcd requires it, then applies or answers it, so even the read-only ones
+(UserGet/List, RoleGet/List, AuthStatus) are linearizable. Passwords never reach the log: UserAdd and
+UserChangePassword hash them with bcrypt (``--bcrypt-cost``) here, on a worker thread, and log the hash.
+
+Authenticate checks the password here against committed state (after a read barrier), then orders an
+``AUTHENTICATE`` entry in the log, which fails if auth was disabled or the user deleted meanwhile; if the auth state
+changed between the check and the entry, it checks again (etcd's loop). The token comes from the member's token
+provider (see :mod:`coord.server.auth.tokens`).
+
+:class:`AdminOnly` guards the maintenance and membership calls that need the root role when auth is enabled, as a
+server interceptor, so those servicers need no auth code of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from coord.server.api.common import Headers, abort
+from coord.server.auth import AuthGate, check_name
+from coord.server.auth.errors import AUTH_OLD_REVISION
+from coord.server.auth.gate import hash_password
+from coord.server.auth.tokens import TokenConfigError
+from coord.server.node import Node
+from coord.server.rejection import Rejected
+from coord.server.requests import AuthInfo, Kind, encode
+
+Context = grpc.aio.ServicerContext[object, object]
+
+# Authenticate retries when the auth state changes between its password check and its log entry.
+_AUTHENTICATE_ATTEMPTS = 5
+
+
+def _always(request: Any) -> bool:
+    return True
+
+
+def _alarm_changes(request: Any) -> bool:
+    return isinstance(request, rpc_pb2.AlarmRequest) and request.action != rpc_pb2.AlarmRequest.GET
+
+
+# gRPC method -> whether a given request of it needs the root role. etcd 3.4 requires it for Hash, HashKV,
+# Defragment, Snapshot, MoveLeader and membership changes; coord also for Downgrade and for raising or clearing
+# alarms. Status, Alarm GET and MemberList stay open (monitoring uses them), as does Compact (etcd 3.4 allows it to
+# every user, and Kubernetes compacts with a non-root user).
+ADMIN_METHODS: dict[str, Callable[[Any], bool]] = {
+    "/etcdserverpb.Maintenance/Hash": _always,
+    "/etcdserverpb.Maintenance/HashKV": _always,
+    "/etcdserverpb.Maintenance/Defragment": _always,
+    "/etcdserverpb.Maintenance/Snapshot": _always,
+    "/etcdserverpb.Maintenance/MoveLeader": _always,
+    "/etcdserverpb.Maintenance/Downgrade": _always,
+    "/etcdserverpb.Maintenance/Alarm": _alarm_changes,
+    "/etcdserverpb.Cluster/MemberAdd": _always,
+    "/etcdserverpb.Cluster/MemberRemove": _always,
+    "/etcdserverpb.Cluster/MemberUpdate": _always,
+    "/etcdserverpb.Cluster/MemberPromote": _always,
+}
+
+
+class AdminOnly(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Refuses the calls of :data:`ADMIN_METHODS` from callers without the root role (when auth is enabled) with
+    etcd's ``user name is empty`` / ``user name not found`` / ``permission denied``; other calls pass untouched."""
+
+    def __init__(self, gate: AuthGate) -> None:
+        self._gate = gate
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(details)
+        needs_admin = ADMIN_METHODS.get(details.method)
+        if handler is None or needs_admin is None:
+            return handler
+        gate = self._gate
+
+        async def check(request: Any, context: Any) -> None:
+            if needs_admin(request):
+                try:
+                    gate.check_admin(gate.credentials(context))
+                except Rejected as refusal:
+                    await abort(context, refusal.spec)
+
+        if handler.unary_unary is not None:
+            inner: Any = handler.unary_unary
+
+            async def unary(request: Any, context: Any) -> Any:
+                await check(request, context)
+                return await inner(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_stream: Any = handler.unary_stream
+
+            # grpc.aio serves a streaming method either as an async generator or as a coroutine that writes to
+            # its context; the wrapper keeps the servicer's style.
+            async def stream_gen(request: Any, context: Any) -> AsyncIterator[Any]:
+                await check(request, context)
+                async for item in inner_stream(request, context):
+                    yield item
+
+            async def stream_writer(request: Any, context: Any) -> None:
+                await check(request, context)
+                await inner_stream(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream_gen if inspect.isasyncgenfunction(inner_stream) else stream_writer,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+class AuthService(rpc_pb2_grpc.AuthServicer):
+    def __init__(self, node: Node, headers: Headers, gate: AuthGate) -> None:
+        self._node = node
+        self._headers = headers
+        self._gate = gate
+
+    async def _propose(self, kind: Kind, request: Message, info: AuthInfo | None) -> Message:
+        request_id = self._node.next_id()
+        return await self._node.propose(request_id, encode(kind, request_id, request, info))
+
+    async def _call(self, kind: Kind, request: Message, context: Context) -> Message:
+        """Propose ``request`` as the caller; answer with its response and a full header, or etcd's error."""
+        try:
+            resp = await self._propose(kind, request, self._gate.credentials(context))
+        except Rejected as refusal:
+            await abort(context, refusal.spec)
+        self._headers.fill(resp.header)  # type: ignore[attr-defined]
+        return resp
+
+    async def AuthEnable(self, request: rpc_pb2.AuthEnableRequest, context: Context) -> rpc_pb2.AuthEnableResponse:
+        resp = await self._call(Kind.AUTH_ENABLE, request, context)
+        assert isinstance(resp, rpc_pb2.AuthEnableResponse)
+        return resp
+
+    async def AuthDisable(self, request: rpc_pb2.AuthDisableRequest, context: Context) -> rpc_pb2.AuthDisableResponse:
+        resp = await self._call(Kind.AUTH_DISABLE, request, context)
+        assert isinstance(resp, rpc_pb2.AuthDisableResponse)
+        return resp
+
+    async def AuthStatus(self, request: rpc_pb2.AuthStatusRequest, context: Context) -> rpc_pb2.AuthStatusResponse:
+        resp = await self._call(Kind.AUTH_STATUS, request, context)
+        assert isinstance(resp, rpc_pb2.AuthStatusResponse)
+        return resp
+
+    async def Authenticate(
+        self, request: rpc_pb2.AuthenticateRequest, context: Context
+    ) -> rpc_pb2.AuthenticateResponse:
+        try:
+            token = await self._authenticate(request.name, request.password)
+        except Rejected as refusal:
+            await abort(context, refusal.spec)
+        except TokenConfigError as exc:
+            await context.abort(grpc.StatusCode.UNKNOWN, f"auth: {exc}")
+        resp = rpc_pb2.AuthenticateResponse(token=token)
+        self._headers.fill(resp.header)
+        return resp
+
+    async def _authenticate(self, name: str, password: str) -> str:
+        await self._node.read_barrier()
+        for _ in range(_AUTHENTICATE_ATTEMPTS):
+            revision, stamp = await self._gate.check_password(name, password)
+            # The entry carries the name only: the password was checked above and never enters the log.
+            await self._propose(Kind.AUTHENTICATE, rpc_pb2.AuthenticateRequest(name=name), None)
+            if self._gate.revision() == revision:
+                return self._gate.tokens.assign(name, revision, stamp)
+        raise Rejected(AUTH_OLD_REVISION)
+
+    async def UserAdd(self, request: rpc_pb2.AuthUserAddRequest, context: Context) -> rpc_pb2.AuthUserAddResponse:
+        entry = rpc_pb2.AuthUserAddRequest(name=request.name)
+        entry.options.no_password = request.options.no_password
+        try:
+            check_name(request.name)
+            # Refuse a caller who may not add users before spending a bcrypt hash on it (the applier checks again).
+            self._gate.check_admin(self._gate.credentials(context))
+            if not request.options.no_password:
+                entry.hashedPassword = await self._hash(request.password)
+        except Rejected as refusal:
+            await abort(context, refusal.spec)
+        resp = await self._call(Kind.USER_ADD, entry, context)
+        assert isinstance(resp, rpc_pb2.AuthUserAddResponse)
+        return resp
+
+    async def UserChangePassword(
+        self, request: rpc_pb2.AuthUserChangePasswordRequest, context: Context
+    ) -> rpc_pb2.AuthUserChangePasswordResponse:
+        try:
+            self._gate.check_admin(self._gate.credentials(context))
+            hashed = await self._hash(request.password)
+        except Rejected as refusal:
+            await abort(context, refusal.spec)
+        entry = rpc_pb2.AuthUserChangePasswordRequest(name=request.name, hashedPassword=hashed)
+        resp = await self._call(Kind.USER_CHANGE_PASSWORD, entry, context)
+        assert isinstance(resp, rpc_pb2.AuthUserChangePasswordResponse)
+        return resp
+
+    async def _hash(self, password: str) -> str:
+        hashed = await asyncio.to_thread(hash_password, password, self._gate.bcrypt_cost)
+        return base64.b64encode(hashed).decode()
+
+    async def UserGet(self, request: rpc_pb2.AuthUserGetRequest, context: Context) -> rpc_pb2.AuthUserGetResponse:
+        resp = await self._call(Kind.USER_GET, request, context)
+        assert isinstance(resp, rpc_pb2.AuthUserGetResponse)
+        return resp
+
+    async def UserList(self, request: rpc_pb2.AuthUserListRequest, context: Context) -> rpc_pb2.AuthUserListResponse:
+        resp = await self._call(Kind.USER_LIST, request, context)
+        assert isinstance(resp, rpc_pb2.AuthUserListResponse)
+        return resp
+
+    async def UserDelete(
+        self, request: rpc_pb2.AuthUserDeleteRequest, context: Context
+    ) -> rpc_pb2.AuthUserDeleteResponse:
+        resp = await self._call(Kind.USER_DELETE, request, context)
+        assert isinstance(resp, rpc_pb2.AuthUserDeleteResponse)
+        return resp
+
+    async def UserGrantRole(
+        self, request: rpc_pb2.AuthUserGrantRoleRequest, context: Context
+    ) -> rpc_pb2.AuthUserGrantRoleResponse:
+        resp = await self._call(Kind.USER_GRANT_ROLE, request, context)
+        assert isinstance(resp, rpc_pb2.AuthUserGrantRoleResponse)
+        return resp
+
+    async def UserRevokeRole(
+        self, request: rpc_pb2.AuthUserRevokeRoleRequest, context: Context
+    ) -> rpc_pb2.AuthUserRevokeRoleResponse:
+        resp = await self._call(Kind.USER_REVOKE_ROLE, request, context)
+        assert isinstance(resp, rpc_pb2.AuthUserRevokeRoleResponse)
+        return resp
+
+    async def RoleAdd(self, request: rpc_pb2.AuthRoleAddRequest, context: Context) -> rpc_pb2.AuthRoleAddResponse:
+        try:
+            check_name(request.name)
+        except Rejected as refusal:
+            await abort(context, refusal.spec)
+        resp = await self._call(Kind.ROLE_ADD, request, context)
+        assert isinstance(resp, rpc_pb2.AuthRoleAddResponse)
+        return resp
+
+    async def RoleGet(self, request: rpc_pb2.AuthRoleGetRequest, context: Context) -> rpc_pb2.AuthRoleGetResponse:
+        resp = await self._call(Kind.ROLE_GET, request, context)
+        assert isinstance(resp, rpc_pb2.AuthRoleGetResponse)
+        return resp
+
+    async def RoleList(self, request: rpc_pb2.AuthRoleListRequest, context: Context) -> rpc_pb2.AuthRoleListResponse:
+        resp = await self._call(Kind.ROLE_LIST, request, context)
+        assert isinstance(resp, rpc_pb2.AuthRoleListResponse)
+        return resp
+
+    async def RoleDelete(
+        self, request: rpc_pb2.AuthRoleDeleteRequest, context: Context
+    ) -> rpc_pb2.AuthRoleDeleteResponse:
+        resp = await self._call(Kind.ROLE_DELETE, request, context)
+        assert isinstance(resp, rpc_pb2.AuthRoleDeleteResponse)
+        return resp
+
+    async def RoleGrantPermission(
+        self, request: rpc_pb2.AuthRoleGrantPermissionRequest, context: Context
+    ) -> rpc_pb2.AuthRoleGrantPermissionResponse:
+        resp = await self._call(Kind.ROLE_GRANT_PERMISSION, request, context)
+        assert isinstance(resp, rpc_pb2.AuthRoleGrantPermissionResponse)
+        return resp
+
+    async def RoleRevokePermission(
+        self, request: rpc_pb2.AuthRoleRevokePermissionRequest, context: Context
+    ) -> rpc_pb2.AuthRoleRevokePermissionResponse:
+        resp = await self._call(Kind.ROLE_REVOKE_PERMISSION, request, context)
+        assert isinstance(resp, rpc_pb2.AuthRoleRevokePermissionResponse)
+        return resp

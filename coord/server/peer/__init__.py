@@ -1,0 +1,1 @@
+"""Member-to-member traffic: Raft messages and snapshots over gRPC (transport out, service in)."""
