@@ -25,7 +25,7 @@ from coord.errors import ClientClosedError
 
 if TYPE_CHECKING:  # coord.recipes builds on this module: the recipe factories below import it on use
     from coord.recipes.counter import SyncCounter
-    from coord.recipes.election import SyncElection
+    from coord.recipes.election_sync import SyncElection
     from coord.recipes.lock import SyncLock
     from coord.recipes.rwlock import SyncRWLock
     from coord.recipes.semaphore import SyncSemaphore
@@ -324,7 +324,8 @@ class Client:
     def election(self, name: str | bytes, *, ttl: int | None = None) -> SyncElection:
         """A leader election: ``with client.election("scheduler").campaign("me") as leadership:``. See
         :class:`coord.SyncElection`."""
-        from coord.recipes.election import Election, SyncElection
+        from coord.recipes.election import Election
+        from coord.recipes.election_sync import SyncElection
 
         return SyncElection(self._runner, Election(self._async, name, ttl=ttl))
 

@@ -18,15 +18,8 @@ from coord.recipes._errors import (
     TransactionConflict,
 )
 from coord.recipes.counter import Counter, SyncCounter
-from coord.recipes.election import (
-    Campaign,
-    Election,
-    Leader,
-    Leadership,
-    SyncElection,
-    SyncLeadership,
-    SyncObserver,
-)
+from coord.recipes.election import Campaign, Election, Leader, Leadership
+from coord.recipes.election_sync import SyncElection, SyncLeadership, SyncObserver
 from coord.recipes.lock import Lock, SyncLock
 from coord.recipes.rwlock import RWLock, SyncRWLock
 from coord.recipes.semaphore import Semaphore, SyncSemaphore

@@ -17,8 +17,11 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Generic, Protocol, TypeAlias, TypeVar
+
+from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
 
 from coord.errors import CoordError
 
@@ -39,10 +42,12 @@ __all__ = [
     "name_bytes",
     "new_key",
     "prefix_of",
+    "span",
     "spawn",
 ]
 
 log = logging.getLogger("coord.recipes")
+_tracer = trace.get_tracer("coord.recipes")
 
 R = TypeVar("R")
 E = TypeVar("E", bound=BaseException)
@@ -74,6 +79,14 @@ async def bridged(runner: Runner, coro: Coroutine[Any, Any, R]) -> R:
     if asyncio.get_running_loop() is runner.loop:
         return await coro
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, runner.loop))
+
+
+@contextlib.contextmanager
+def span(op: str, **attributes: AttributeValue) -> Iterator[trace.Span]:
+    """A span named ``coord.recipes.<op>`` (a no-op without an OpenTelemetry SDK); an escaping exception is
+    recorded on it."""
+    with _tracer.start_as_current_span(f"coord.recipes.{op}", attributes=attributes) as current:
+        yield current
 
 
 # --- names and keys -------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import TypeVar
 from coord.client import default_client
 from coord.recipes._common import NameLike
 from coord.recipes.counter import SyncCounter
-from coord.recipes.election import SyncElection
+from coord.recipes.election_sync import SyncElection
 from coord.recipes.lock import SyncLock
 from coord.recipes.rwlock import SyncRWLock
 from coord.recipes.semaphore import SyncSemaphore

@@ -30,10 +30,11 @@ import wrapt
 from coord.client import AsyncClient, Client, default_client
 from coord.recipes._common import BodyGuard, NameLike, Runner, bridged, check_ttl, exit_body, holder_identity
 from coord.recipes._errors import LeadershipLost, NotLeader
-from coord.recipes.election import Election, Leadership, SyncLeadership, _value
+from coord.recipes.election import Election, Leadership, _value
+from coord.recipes.election_sync import SyncLeadership
 
 if TYPE_CHECKING:
-    from coord.recipes.election import SyncElection
+    from coord.recipes.election_sync import SyncElection
 
 __all__ = ["elected", "leadership"]
 

@@ -20,16 +20,14 @@ the key was deleted (by someone else, or by the lease's expiry) or the lease is 
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 from coord.client import (
     AsyncClient,
-    Compare,
     CreateRevision,
     Get,
     GetResult,
@@ -39,15 +37,13 @@ from coord.client import (
     Watcher,
     WatchEventType,
 )
-from coord.errors import CompactedError, CoordError, DeadlineExceededError, LeaseNotFoundError, UnavailableError
-from coord.recipes._common import BodyGuard, Callback, Callbacks, new_key, spawn
+from coord.errors import CompactedError, DeadlineExceededError, LeaseNotFoundError, UnavailableError
+from coord.recipes._common import new_key, span, spawn
 from coord.recipes._lease import LeaseScope, open_scope
 
-__all__ = ["Blocked", "Exclusive", "Hold", "Holder", "Policy", "acquire_key", "contenders_before"]
+__all__ = ["Blocked", "Exclusive", "Hold", "Policy", "acquire_key", "contenders_before"]
 
 log = logging.getLogger("coord.recipes")
-
-E = TypeVar("E", bound=CoordError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +146,8 @@ class Hold:
         self.lost_reason = reason
         self.ended.set()
         self._stop_monitor()
-        self._on_lost(reason)
+        with span("lost", key=self.key.decode(errors="replace"), token=self.token, reason=reason):
+            self._on_lost(reason)
 
     def _stop_monitor(self) -> None:
         if self._task is not None and self._task is not asyncio.current_task():
@@ -166,7 +163,7 @@ class Hold:
         if not self.ended.is_set():
             self.ended.set()
             self._stop_monitor()
-        await self.scope.close(self.key)
+        await _close_shielded(self.scope, self.key)  # a cancelled release still deletes the key
 
 
 async def _create(scope: LeaseScope, key: bytes, value: bytes) -> int:
@@ -273,6 +270,24 @@ async def acquire_key(
     """Acquire a key under ``prefix`` (see the module docstring). Returns the started :class:`Hold`, or None when not
     ``blocking`` and not admitted at once. Raises TimeoutError once the loop time passes ``deadline``; the errors of
     the client calls otherwise. Whatever happens, no key of a failed attempt is left behind."""
+    with span("acquire", prefix=prefix.decode(errors="replace"), blocking=blocking) as current:
+        hold = await _acquire(client, prefix, policy, ttl, value, deadline, blocking, on_lost)
+        current.set_attribute("acquired", hold is not None)
+        if hold is not None:
+            current.set_attribute("token", hold.token)
+        return hold
+
+
+async def _acquire(
+    client: AsyncClient,
+    prefix: bytes,
+    policy: Policy,
+    ttl: int | None,
+    value: bytes,
+    deadline: float | None,
+    blocking: bool,
+    on_lost: Callable[[str], None],
+) -> Hold | None:
     while True:
         scope: LeaseScope | None = None
         key: bytes | None = None
@@ -308,97 +323,3 @@ async def _close_shielded(scope: LeaseScope, key: bytes | None) -> None:
     # Runs the cleanup to the end even when the caller is being cancelled (a second cancellation leaves it running
     # in the background).
     await asyncio.shield(spawn(scope.close(key), name="coord-recipe-cleanup"))
-
-
-class Holder(abc.ABC, Generic[E]):
-    """What every handle of a held key offers (locks and leaderships): the fencing token, a guard for fenced writes,
-    loss callbacks, waiting for the end, and cancelling an ``async with`` body on loss.
-
-    Subclasses set ``_hold`` when acquired and reset ``_lost`` before each acquisition; a :class:`Hold` reports its
-    loss through :meth:`_on_lost`.
-    """
-
-    def __init__(self) -> None:
-        self._hold: Hold | None = None
-        self._lost: E | None = None
-        self._callbacks: Callbacks[E] = Callbacks()
-        self._body: BodyGuard | None = None
-
-    @abc.abstractmethod
-    def _lost_error(self, reason: str) -> E: ...
-
-    @abc.abstractmethod
-    def _not_held_error(self) -> CoordError: ...
-
-    def _on_lost(self, reason: str) -> None:
-        error = self._lost_error(reason)
-        self._lost = error
-        log.warning("%s", error)
-        self._callbacks.fire(error)
-        body = self._body
-        if body is not None:
-            body.request(str(error))
-
-    def _current(self) -> Hold:
-        if self._hold is None:
-            raise self._not_held_error()
-        return self._hold
-
-    @property
-    def _is_held(self) -> bool:
-        return self._hold is not None and self._hold.held
-
-    @property
-    def lost_error(self) -> E | None:
-        """The loss of the current (or last) holding, or None when it was not lost."""
-        return self._lost
-
-    @property
-    def key(self) -> bytes:
-        """The key of the current (or last) holding."""
-        return self._current().key
-
-    @property
-    def lease_id(self) -> int:
-        """The lease the current (or last) holding lives on."""
-        return self._current().lease_id
-
-    def guard(self) -> Compare:
-        """A txn compare that holds only while this holding's key exists: ``CreateRevision(key) == token``.
-
-        Put it in the ``compare`` list of a :meth:`coord.AsyncClient.txn`: the write then succeeds only while the
-        holding is still in force (on the server's clock), however late the request arrives.
-        """
-        hold = self._current()
-        return CreateRevision(hold.key) == hold.token
-
-    def on_lost(self, callback: Callback[E]) -> Callable[[], None]:
-        """Call ``callback(error)`` when a holding of this handle is lost (at once if the current one already is).
-        Returns a function that removes the callback."""
-        remove = self._callbacks.add(callback)
-        if self._lost is not None:
-            self._callbacks.fire(self._lost, only=callback)
-        return remove
-
-    async def wait_lost(self, timeout: float | None = None) -> bool:
-        """Wait until the current holding ends (lost, or released); True once it has, False after ``timeout``."""
-        hold = self._hold
-        if hold is None:
-            return True
-        try:
-            async with asyncio.timeout(timeout):
-                await hold.ended.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    def _arm(self, guard: BodyGuard) -> None:
-        self._body = guard
-        if self._lost is not None:
-            guard.request(str(self._lost))
-
-    def _disarm(self) -> BodyGuard | None:
-        guard, self._body = self._body, None
-        if guard is not None:
-            guard.disarm()
-        return guard

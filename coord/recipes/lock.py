@@ -28,7 +28,8 @@ from coord.recipes._common import (
     prefix_of,
 )
 from coord.recipes._errors import LockLost, LockNotHeld, LockTimeout
-from coord.recipes._hold import Exclusive, Holder, Policy, acquire_key
+from coord.recipes._hold import Exclusive, Policy, acquire_key
+from coord.recipes._holder import Holder
 
 __all__ = ["Lock", "SyncLock"]
 

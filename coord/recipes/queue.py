@@ -31,22 +31,18 @@ from typing import Any, overload
 from coord.client import (
     AsyncClient,
     Client,
-    CreateRevision,
     Delete,
     Get,
     GetResult,
-    KeepAlive,
     ModRevision,
     Put,
-    WatchEvent,
-    WatchEventType,
 )
 from coord.client.txn import Op
 from coord.errors import CoordError, LeaseNotFoundError
 from coord.recipes._queue_keys import Envelope, QueueKeys
+from coord.recipes._queue_upkeep import ConsumerLease, QueueUpkeep
 from coord.recipes._support import (
     ClaimLost,
-    PrefixWatch,
     QueueEmpty,
     async_client_of,
     deadline_after,
@@ -68,7 +64,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _PAGE = 16  # items read per claim attempt
-_PROMOTE_BATCH = 64  # due delayed items made visible per pass
 
 
 @dataclass(frozen=True)
@@ -211,9 +206,11 @@ class Queue:
 
     Guarantees: every item put is delivered until acknowledged (at least once); no two consumers hold an item at the
     same time; an item is acknowledged at most once (an ``ack`` after the item was returned to the queue raises
-    ClaimLost and changes nothing); priorities are strict, FIFO within a priority (a returned item keeps its
-    place); a delayed item is not delivered before its time (by the consumer's clock: producers and consumers should
-    run NTP). Closing the queue (or the client) returns this consumer's unacknowledged items at once.
+    ClaimLost and changes nothing); priorities are strict, FIFO within a priority by put order (a returned item, or
+    a delayed one once due, takes its place by put order); a delayed item is not delivered before its time (by the
+    consumer's clock: producers and consumers should run NTP). Closing the queue returns this consumer's
+    unacknowledged items at once; otherwise (a crash, or closing only the client) they return after
+    ``visibility_timeout``.
     """
 
     def __init__(
@@ -243,23 +240,8 @@ class Queue:
         self.dead_letter_keys = QueueKeys(self.dead_letter)
         self.recheck_interval = recheck_interval
         self.consumer_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        # consumer lease
-        self._lease_id = 0
-        self._lease_lock = asyncio.Lock()
-        self._keep_alive: KeepAlive | None = None
-        self._lease_monitor: asyncio.Task[None] | None = None
-        # change tracking (fed by one watch on the whole queue prefix, started by the first get)
-        self._watch: PrefixWatch | None = None
-        self._watch_lock = asyncio.Lock()
-        self._woken_at = 0  # highest revision of a change that may make an item visible
-        self._changed = asyncio.Event()
-        self._claims_gone: set[str] = set()
-        self._claims_gone_at = 0
-        self._inflight_gone: set[str] = set()
-        self._suspects: set[str] = set()  # slots whose claim vanished while the item stayed in flight
-        self._next_due: float | None = None  # earliest known delayed item (Unix time)
-        self._scan_delayed = True
-        self._next_sweep = 0.0
+        self._lease = ConsumerLease(self.client, name, visibility_timeout)
+        self._upkeep = QueueUpkeep(self.client, self.keys, name, recheck_interval)
         self._closed = False
 
     # --- producing -------------------------------------------------------------------------------------------
@@ -309,27 +291,28 @@ class Queue:
             raise RuntimeError(f"queue {self.name!r} is closed")
         loop = asyncio.get_running_loop()
         deadline = deadline_after(timeout)
-        await self._ensure_watch()
+        upkeep = self._upkeep
+        await upkeep.start()
         while True:
-            await self._maintain()
-            lease = await self._ensure_lease()
+            await upkeep.maintain()
+            lease = await self._lease.ensure()
             try:
                 item, revision, contended = await self._try_claim(lease)
             except LeaseNotFoundError:
-                self._lease_lost(lease)
+                self._lease.lost(lease)
                 continue
             if item is not None:
                 return item
             if contended:
                 continue  # others took what we saw; look again at once
-            wake = self._next_sweep
-            if self._next_due is not None:
-                wake = min(wake, loop.time() + max(self._next_due - time.time(), 0.0) + 0.001)
+            wake = upkeep.next_sweep
+            if upkeep.next_due is not None:
+                wake = min(wake, loop.time() + max(upkeep.next_due - time.time(), 0.0) + 0.001)
             if deadline is not None:
                 if loop.time() >= deadline:
                     raise QueueEmpty(f"queue {self.name!r}: no item within {timeout}s")
                 wake = min(wake, deadline)
-            await self._wait_change(revision, wake)
+            await upkeep.wait_change(revision, wake)
 
     def __aiter__(self) -> AsyncIterator[QueueItem]:
         return self._iterate()
@@ -370,159 +353,21 @@ class Queue:
         )
         return result.succeeded
 
-    # --- housekeeping: delayed items and orphaned claims --------------------------------------------------------
-
-    async def _maintain(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._scan_delayed or (self._next_due is not None and self._next_due <= time.time()):
-            await self._promote_due()
-        if self._suspects or loop.time() >= self._next_sweep:
-            await self._sweep()
-            self._next_sweep = loop.time() + self.recheck_interval
-
-    async def _promote_due(self) -> None:
-        self._scan_delayed = False
-        while True:
-            now_code = QueueKeys.due_code(time.time())
-            due = await self.client.range(self.keys.delayed, self.keys.delayed + now_code + "0", limit=_PROMOTE_BATCH)
-            for kv in due.kvs:
-                _, slot = self.keys.parse_delayed(kv.key)
-                await self._move(kv.key, kv.mod_revision, self.keys.item(slot), Envelope.decode(kv.value, slot))
-            if not due.more:
-                break
-        first = await self.client.range(self.keys.delayed, prefix=True, limit=1, keys_only=True)
-        self._next_due = self.keys.parse_delayed(first.kvs[0].key)[0] if first.kvs else None
-
-    async def _sweep(self) -> None:
-        """Return in-flight items whose claim is gone (their consumer's lease expired) to the visible items."""
-        self._suspects.clear()
-        result = await self.client.txn(
-            [], [Get(self.keys.inflight, prefix=True), Get(self.keys.claims, prefix=True, keys_only=True)]
-        )
-        inflight, claims = (r for r in result.responses if isinstance(r, GetResult))
-        held = {self.keys.slot_of(kv.key, self.keys.claims) for kv in claims.kvs}
-        for kv in inflight.kvs:
-            slot = self.keys.slot_of(kv.key, self.keys.inflight)
-            if slot in held:
-                continue
-            requeue = await self.client.txn(
-                [CreateRevision(self.keys.claim(slot)) == 0, ModRevision(kv.key) == kv.mod_revision],
-                [Delete(kv.key), Put(self.keys.item(slot), kv.value)],
-            )
-            if requeue.succeeded:
-                log.info("queue %r: item %s returned to the queue (its consumer's claim expired)", self.name, slot)
-
-    # --- waking up -------------------------------------------------------------------------------------------
-
-    async def _ensure_watch(self) -> None:
-        async with self._watch_lock:
-            if self._watch is None:
-                watch = PrefixWatch(
-                    self.client, self.keys.root, self._on_event, self._resync, self._on_batch, name="queue-watch"
-                )
-                await watch.start(0)
-                self._watch = watch
-
-    def _wake(self, revision: int) -> None:
-        self._woken_at = max(self._woken_at, revision)
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    def _on_event(self, event: WatchEvent) -> None:
-        key = event.key.decode()
-        if event.type is WatchEventType.PUT:
-            if key.startswith(self.keys.items):
-                self._wake(event.revision)
-            elif key.startswith(self.keys.delayed):
-                due, _ = self.keys.parse_delayed(event.key)
-                self._next_due = due if self._next_due is None else min(self._next_due, due)
-                self._wake(event.revision)
-        elif key.startswith(self.keys.claims):
-            self._claims_gone.add(key[len(self.keys.claims) :])
-            self._claims_gone_at = event.revision
-        elif key.startswith(self.keys.inflight):
-            self._inflight_gone.add(key[len(self.keys.inflight) :])
-
-    def _on_batch(self) -> None:
-        # A claim deleted without its in-flight item (in the same revision: ack and nack delete both) means the
-        # consumer's lease ended: the item needs returning.
-        orphans = self._claims_gone - self._inflight_gone
-        self._claims_gone.clear()
-        self._inflight_gone.clear()
-        if orphans:
-            self._suspects |= orphans
-            self._wake(self._claims_gone_at)
-
-    async def _resync(self) -> int:
-        # The watch failed and restarts: changes may have been missed, so re-check everything.
-        revision = (await self.client.get(self.keys.seq, keys_only=True)).revision
-        self._scan_delayed = True
-        self._next_sweep = 0.0
-        self._wake(revision)
-        return revision
-
-    async def _wait_change(self, seen_revision: int, until: float) -> None:
-        loop = asyncio.get_running_loop()
-        while self._woken_at <= seen_revision and not self._suspects and not self._closed:
-            left = until - loop.time()
-            if left <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
-
-    # --- the consumer lease ----------------------------------------------------------------------------------
-
     @property
     def lease_id(self) -> int:
         """The consumer lease that this queue's claims are attached to (0 before the first ``get``, and after the
         lease was lost until the next ``get`` grants a new one)."""
-        return self._lease_id
-
-    async def _ensure_lease(self) -> int:
-        async with self._lease_lock:
-            if self._lease_id:
-                return self._lease_id
-            grant = await self.client.grant(max(math.ceil(self.visibility_timeout), 1))
-            self._lease_id = grant.id
-            keep_alive = self.client.keep_alive(grant.id)
-            self._keep_alive = keep_alive
-            self._lease_monitor = asyncio.get_running_loop().create_task(
-                self._monitor_lease(keep_alive, grant.id), name=f"coord-queue-lease-{grant.id:x}"
-            )
-            return grant.id
-
-    async def _monitor_lease(self, keep_alive: KeepAlive, lease_id: int) -> None:
-        try:
-            async for _ in keep_alive:
-                pass
-        except LeaseNotFoundError:
-            log.warning("queue %r: consumer lease %x lost; its claimed items return to the queue", self.name, lease_id)
-        self._lease_lost(lease_id)
-
-    def _lease_lost(self, lease_id: int) -> None:
-        if self._lease_id == lease_id:
-            self._lease_id = 0
+        return self._lease.lease_id
 
     async def close(self) -> None:
         """Stop consuming: revoke the consumer lease (this consumer's unacknowledged items become visible again at
         once) and stop the watch. Idempotent; ``put`` and ``stats`` still work afterwards."""
         self._closed = True
-        self._changed.set()
-        if self._watch is not None:
-            await self._watch.close()
-            self._watch = None
-        if self._lease_monitor is not None:
-            self._lease_monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_monitor
-        if self._keep_alive is not None:
-            await self._keep_alive.close()
-        lease, self._lease_id = self._lease_id, 0
-        if lease:
+        await self._upkeep.close()
+        if await self._lease.revoke():
+            # Return the items at once rather than when another consumer notices the claims are gone.
             with contextlib.suppress(CoordError):
-                await self.client.revoke(lease, timeout=5)
-                # Return the items at once rather than when another consumer notices the claims are gone.
-                await self._sweep()
+                await self._upkeep.sweep()
 
     async def __aenter__(self) -> Queue:
         return self

@@ -5,8 +5,9 @@ live pages, renumbered) and swaps it in for the data file:
 
 1. the node's commit thread is held (``Node.writes_paused``): no write transaction runs from here to step 4, so the
    copy holds every acknowledged write and nothing is written to the old file after it was taken;
-2. a worker thread writes the copy next to the data file and fsyncs it, then checks it: it must open as an LMDB
-   environment and hold exactly the entries of every database of the original;
+2. a worker thread writes the copy to the member's spool directory (the data file's file system; emptied when the
+   member starts) and fsyncs it, then checks it: it must open as an LMDB environment and hold exactly the entries
+   of every database of the original;
 3. on the event loop, once no read transaction is in flight (``ReaderGate.run_exclusive``; readers on other threads
    wait meanwhile), the environment is closed, the copy renamed over the data file (atomic; the directory is
    fsynced), and the environment reopened;
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 # How long the swap waits for read transactions on other threads (snapshot copies) to finish before giving up.
 READERS_TIMEOUT_S = 60.0
-_WORK_DIR = "defrag.tmp"
+_COPY_FILE = "defrag.mdb"
 
 
 class DefragmentError(RuntimeError):
@@ -56,15 +56,15 @@ def _entry_counts(env: lmdb.Environment, dbs: dict[bytes, Any]) -> dict[bytes, i
         return {name: int(txn.stat(db)["entries"]) for name, db in dbs.items()}
 
 
-def _copy_and_check(backend: Backend, work: Path) -> Path:
+def _copy_and_check(backend: Backend, copy: Path) -> None:
     """In a worker thread, while writes are held: write the compacted copy and check it against the original."""
-    shutil.rmtree(work, ignore_errors=True)  # a leftover of an interrupted defragment
-    copy = backend.compact_copy(work)
+    backend.compact_copy(copy)
     names = [DB_META, DB_LOG, *STATE_DBS]
     with backend.read() as txn:
         own = {DB_META: backend.meta, DB_LOG: backend.log, **backend.state_dbs()}
         expected = {name: int(txn.stat(own[name])["entries"]) for name in names}
-    env = lmdb.open(str(work), readonly=True, lock=False, max_dbs=64, map_size=max(copy.stat().st_size, 1 << 20))
+    size = copy.stat().st_size
+    env = lmdb.open(str(copy), subdir=False, readonly=True, lock=False, max_dbs=64, map_size=max(size, 1 << 20))
     try:
         got = _entry_counts(env, {name: env.open_db(name, create=False) for name in names})
     except lmdb.Error as exc:
@@ -73,7 +73,6 @@ def _copy_and_check(backend: Backend, work: Path) -> Path:
         env.close()
     if got != expected:
         raise DefragmentError(f"the compacted copy does not match the store (entries {got} != {expected})")
-    return copy
 
 
 async def defragment(node: Node) -> DefragmentResult:
@@ -84,27 +83,28 @@ async def defragment(node: Node) -> DefragmentResult:
     the node is stopping, OSError on a file system failure before the swap (the store is unchanged).
     """
     backend = node.backend
-    work = backend.path.parent / _WORK_DIR
+    # In the spool directory: on the data file's file system, and emptied when the member starts.
+    copy = node.spool_dir() / _COPY_FILE
     loop = asyncio.get_running_loop()
     before = backend.size()
     async with node.writes_paused():
-        copying = loop.run_in_executor(None, _copy_and_check, backend, work)
+        copying = loop.run_in_executor(None, _copy_and_check, backend, copy)
         try:
-            copy = await asyncio.shield(copying)
+            await asyncio.shield(copying)
         except asyncio.CancelledError:
             # Writes stay held until the copy thread is done with the store; then the copy is discarded.
             await asyncio.wait([copying])
-            shutil.rmtree(work, ignore_errors=True)
+            copy.unlink(missing_ok=True)
             raise
         except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
+            copy.unlink(missing_ok=True)
             raise
         try:
             await backend.gate.run_exclusive(lambda: backend.replace_data_file(copy), READERS_TIMEOUT_S)
         except Exception as exc:
             raise DefragmentError(f"defragment abandoned: {exc}") from exc
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            copy.unlink(missing_ok=True)
     after = backend.size()
     log.info("defragmented the backend: %d -> %d bytes", before, after)
     return DefragmentResult(before, after)

@@ -24,7 +24,9 @@ ETCD_FEATURES = frozenset(
 # COORD_SERVER_FEATURES (comma-separated) overrides it, to try the suite against a newer server first.
 COORD_FEATURES = frozenset(
     f.strip()
-    for f in os.environ.get("COORD_SERVER_FEATURES", "kv,status,hash_kv,member_list,watch,lease,auth,cluster").split(",")
+    for f in os.environ.get("COORD_SERVER_FEATURES", "kv,status,hash_kv,member_list,watch,lease,auth,cluster").split(
+        ","
+    )
     if f.strip()
 )
 

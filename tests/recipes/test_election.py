@@ -198,6 +198,12 @@ def test_elected_methods_and_async_functions_on_the_blocking_client(
 
     assert Scheduler().tick(5) == 5
 
+    @default_client.elected
+    def bare() -> str:
+        return coord.leadership().key.decode()
+
+    assert bare().startswith(f"{bare.__module__}.{bare.__qualname__}/")
+
     cancelled = 0
 
     @coord.elected("bridged")

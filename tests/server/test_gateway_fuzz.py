@@ -26,16 +26,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coord.server.gateway import jsonpb
-from coord.server.gateway.gojson import GoJSONError, ValueSplitter
+from coord.server.gateway.gojson import GoJSONError, ValueSplitter, parse_value
 from coord.server.gateway.routes import ROUTES
 from coord.server.gateway.streams import http_status
 from coord.testing import ServerProcess, start_coord_server
 from tests.server.test_gateway import Reply, b64, gateway_url, post_json, request
 
 MAX_REQUEST_BYTES = 4096
+GRPC_LIMIT = MAX_REQUEST_BYTES + 512 * 1024  # coord-server's gRPC receive limit, as etcd's
+REQUEST_TIMEOUT = 15.0
 FUZZ = settings(
     max_examples=100,
     deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 # Unary endpoints that answer at once whatever the (valid) request: no waiting on locks, elections or leaders.
@@ -103,7 +106,28 @@ def http_status_of(code: int) -> int:
 
 
 # Endpoints where a valid request could disturb the seed data or the cluster: only invalid requests are sent there.
-DESTRUCTIVE = {"kv/put", "kv/deleterange", "kv/txn", "auth/enable", "cluster/member/remove", "cluster/member/update"}
+DESTRUCTIVE = {
+    "kv/put",
+    "kv/deleterange",
+    "kv/txn",
+    "auth/enable",
+    "cluster/member/remove",
+    "cluster/member/update",
+    "maintenance/alarm",
+}
+
+
+def first_value_parses(body: bytes) -> bool:
+    """Whether the body's first JSON value (the one a call acts on) is well-formed JSON, or the body has none."""
+    splitter = ValueSplitter(len(body) + 1)
+    values = [*splitter.feed(body), *filter(None, [splitter.finish()])]
+    if not values:
+        return True
+    try:
+        parse_value(values[0].decode("utf-8", "replace"))
+    except GoJSONError:
+        return False
+    return True
 
 
 def sendable(path: str, body: bytes) -> bool:
@@ -178,11 +202,11 @@ def test_broken_json(server: ServerProcess, path: str, text: str) -> None:
         return  # the splice happened to keep it valid
     except ValueError:
         pass
-    if path in STREAMING_PATHS and not text.lstrip().startswith("{"):
-        text = "{" + text  # a streaming call whose body starts with no value would wait for one
+    if path in STREAMING_PATHS and first_value_parses(text.encode()):
+        return  # a streaming call whose first request is well formed would wait for events, by design
     if not sendable(path, text.encode()):
         return
-    assert_clear(request(gateway_url(server), "/v3/" + path, text.encode(), timeout=20), path)
+    assert_clear(request(gateway_url(server), "/v3/" + path, text.encode(), timeout=REQUEST_TIMEOUT), path)
 
 
 @FUZZ
@@ -197,10 +221,15 @@ def test_wrong_types(server: ServerProcess, case: tuple[str, Any]) -> None:
 @FUZZ
 @given(
     path=st.sampled_from(["kv/put", "kv/range", "kv/txn", "lease/grant", "watch", "lease/keepalive"]),
-    size=st.integers(min_value=MAX_REQUEST_BYTES + 1, max_value=8 * MAX_REQUEST_BYTES),
+    beyond_grpc=st.booleans(),
+    extra=st.integers(min_value=1, max_value=4 * MAX_REQUEST_BYTES),
     padding=st.integers(min_value=0, max_value=4 * MAX_REQUEST_BYTES),
 )
-def test_oversized_bodies(server: ServerProcess, path: str, size: int, padding: int) -> None:
+def test_oversized_bodies(server: ServerProcess, path: str, beyond_grpc: bool, extra: int, padding: int) -> None:
+    streaming = path in STREAMING_PATHS
+    # Over --max-request-bytes (etcd's "request is too large" for writes), or over the gRPC message limit, which is
+    # the only limit a watch or a keep-alive request has.
+    size = (GRPC_LIMIT if beyond_grpc or streaming else MAX_REQUEST_BYTES) + extra
     value = "A" * (4 * ((size + 2) // 3))  # base64 of `size` bytes
     body = {
         "kv/put": {"key": b64("big/" + str(size)), "value": value},
@@ -211,10 +240,12 @@ def test_oversized_bodies(server: ServerProcess, path: str, size: int, padding: 
         "lease/keepalive": {"ID": "1", "pad": value},
     }[path]
     text = json.dumps(body) + " " * padding
-    reply = request(gateway_url(server), "/v3/" + path, text.encode(), timeout=20)
+    reply = request(gateway_url(server), "/v3/" + path, text.encode(), timeout=REQUEST_TIMEOUT)
     assert_clear(reply, path)
-    if path in ("kv/put", "kv/txn", "watch"):
+    if path in ("kv/put", "kv/txn", "watch") or (path == "kv/range" and beyond_grpc):
         assert reply.status in (400, 429), reply.body[:200]  # too large for etcd's limit or for gRPC's
+        if beyond_grpc or streaming:
+            assert reply.json()["code"] == 8, reply.body[:200]
 
 
 @FUZZ

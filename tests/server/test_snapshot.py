@@ -10,6 +10,7 @@ history, leases and HashKV; Defragment under a concurrent write load loses no ac
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from coord.server.snapshot_file import FORMAT_VERSION, SnapshotFileError, read_s
 from coord.server.storage import Backend
 from coord.server.storage.backend import STATE_DBS
 from coord.server.storage.readgate import ReaderGate, ReadersBusyError
-from coord.testing import ServerProcess, free_port, start_coord_server
+from coord.testing import ServerProcess, free_port, start_coord_server, wait_for_port
 from tests.faults._cluster_ops import WriteLoad, hash_kv, status
 
 MAP = 64 * 1024**2
@@ -238,7 +239,8 @@ def test_compact_copy_swap_shrinks_the_file_and_keeps_the_data(tmp_path: Path) -
             MvccWriter(backend, txn).compact(revision)
         _fill(backend, 5)
         before, state = backend.size(), _state(backend)
-        copy = backend.compact_copy(tmp_path / "work")
+        copy = tmp_path / "copy.mdb"
+        backend.compact_copy(copy)
 
         async def swap() -> None:
             await backend.gate.run_exclusive(lambda: backend.replace_data_file(copy), timeout=10)
@@ -333,6 +335,19 @@ def _restore_cli(saved: Path, data_dir: Path, name: str, peer_urls: dict[str, st
     assert f"into {data_dir}: member {name}" in proc.stdout
 
 
+def _spawn_member(data_dir: Path, name: str, peer: int, flags: list[str]) -> ServerProcess:
+    """Start coord-server on ``data_dir`` without waiting for it (the caller stops it by PID)."""
+    client, http = free_port(), free_port()
+    argv = [sys.executable, "-m", "coord.server.main", "--name", name, "--data-dir", str(data_dir),
+            "--listen-client-urls", f"http://127.0.0.1:{client}", "--advertise-client-urls", f"http://127.0.0.1:{client}",
+            "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+            "--listen-client-http-urls", f"http://127.0.0.1:{http}", *flags]  # fmt: skip
+    log_path = data_dir.parent / f"{name}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return ServerProcess(name, proc, client, peer, data_dir, log_path, argv=argv)
+
+
 def _check_member(member: ServerProcess, saved: Saved) -> None:
     kvs, revision = _all_kvs(member.endpoint)
     assert revision == saved.revision
@@ -371,8 +386,11 @@ def test_snapshot_restores_into_a_new_three_member_cluster(saved: Saved, tmp_pat
              "--heartbeat-interval", "50", "--election-timeout", "500"]  # fmt: skip
     members: list[ServerProcess] = []
     try:
+        # All at once: a member of a multi-member cluster opens its client port only once a leader is elected.
         for name in names:
-            members.append(start_coord_server(tmp_path / name, peer_port=peers[name], name=name, extra_args=flags))
+            members.append(_spawn_member(tmp_path / name, name, peers[name], flags))
+        for member in members:
+            wait_for_port(member.client_port, 60, member.proc)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -400,6 +418,15 @@ def test_snapshot_restores_into_a_new_three_member_cluster(saved: Saved, tmp_pat
             member.stop()
 
 
+def test_snapshot_status_reports_the_header(saved: Saved) -> None:
+    argv = [sys.executable, "-m", "coord.server.main", "snapshot", "status", str(saved.path), "-w", "json"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["revision"] == saved.revision and report["compactRevision"] == 50
+    assert report["totalSize"] == saved.path.stat().st_size and report["formatVersion"] == 1
+
+
 def test_restore_refuses_a_corrupted_snapshot_with_a_clear_error(saved: Saved, tmp_path: Path) -> None:
     damaged = tmp_path / "damaged.snapshot"
     data = bytearray(saved.path.read_bytes())
@@ -413,9 +440,41 @@ def test_restore_refuses_a_corrupted_snapshot_with_a_clear_error(saved: Saved, t
     assert not (tmp_path / "m0").exists()
 
 
+class _Snapshots:
+    """A thread that takes snapshots over gRPC until stopped (at most ``limit``) and checks every file."""
+
+    def __init__(self, endpoint: str, directory: Path, limit: int = 50) -> None:
+        self.taken = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(endpoint, directory, limit), daemon=True)
+        self._thread.start()
+
+    def _run(self, endpoint: str, directory: Path, limit: int) -> None:
+        directory.mkdir()
+        with grpc.insecure_channel(endpoint) as ch:
+            stub = rpc_pb2_grpc.MaintenanceStub(ch)
+            for i in range(limit):
+                if self._stop.is_set():
+                    return
+                path = directory / f"{i}.snapshot"
+                try:
+                    path.write_bytes(b"".join(r.blob for r in stub.Snapshot(rpc_pb2.SnapshotRequest(), timeout=30)))
+                    read_snapshot(path)
+                except (grpc.RpcError, SnapshotFileError) as exc:
+                    self.errors.append(repr(exc))
+                path.unlink(missing_ok=True)
+                self.taken += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
 def test_defragment_under_write_load_keeps_every_acknowledged_write(tmp_path: Path) -> None:
-    """Defragment swaps the data file while 4 writers put keys: every acknowledged write survives, the member keeps
-    serving, and after deleting and compacting most data the file shrinks."""
+    """Defragment swaps the data file while 4 writers put keys and snapshots are being copied (read transactions on
+    worker threads): every acknowledged write survives, every snapshot is sound, the member keeps serving, and after
+    deleting and compacting most data the file shrinks."""
     server = start_coord_server(tmp_path / "m", extra_args=["--snapshot-count", "200"])
     try:
         with grpc.insecure_channel(server.endpoint) as ch:
@@ -426,6 +485,7 @@ def test_defragment_under_write_load_keeps_every_acknowledged_write(tmp_path: Pa
             kv.Compact(rpc_pb2.CompactionRequest(revision=deleted.header.revision, physical=True), timeout=10)
             before = maintenance.Status(rpc_pb2.StatusRequest(), timeout=10).dbSize
             load = WriteLoad([server.endpoint], threads=4, max_writes=4000).start()
+            snapshots = _Snapshots(server.endpoint, tmp_path / "snapshots")
             try:
                 deadline = time.monotonic() + 30
                 while load.count() < 50 and time.monotonic() < deadline:
@@ -438,12 +498,14 @@ def test_defragment_under_write_load_keeps_every_acknowledged_write(tmp_path: Pa
                         time.sleep(0.02)
             finally:
                 load.stop()
+                snapshots.stop()
             after = maintenance.Status(rpc_pb2.StatusRequest(), timeout=10).dbSize
             listed = kv.Range(rpc_pb2.RangeRequest(key=b"load/", range_end=b"load0", keys_only=True), timeout=10)
             stored = {r.key for r in listed.kvs}
         assert len(load.acked) > 50
         assert load.acked <= stored, f"{len(load.acked - stored)} acknowledged writes lost"
         assert after < before / 2, (before, after)
+        assert snapshots.taken > 0 and snapshots.errors == []
     finally:
         server.stop()
     restarted = start_coord_server(tmp_path / "m")  # the swapped file is what survives a restart

@@ -63,7 +63,9 @@ def make_app(
     """
 
     async def health(request: web.Request) -> web.Response:
-        # A single member is its own leader; it is healthy when its store answers a read.
+        # As etcd: unhealthy (503) without a known leader, or when the store does not answer a read.
+        if not node.leader_id:
+            return web.json_response({"health": "false", "reason": "RAFT NO LEADER"}, status=503)
         try:
             with node.read() as view:
                 _ = view.current_revision

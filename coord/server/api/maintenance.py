@@ -134,22 +134,22 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         except OSError as exc:
             await context.abort(grpc.StatusCode.UNKNOWN, f"coord: snapshot failed: {exc}")
         try:
-            stream = open(path, "rb")  # noqa: SIM115 - closed below; the name goes at once
+            with open(path, "rb") as stream:
+                path.unlink()  # the open file stays readable: nothing is left behind however the call ends
+                remaining, first = info.size, True
+                while remaining > 0:
+                    blob = await loop.run_in_executor(None, stream.read, SNAPSHOT_CHUNK_BYTES)
+                    if not blob:
+                        await context.abort(grpc.StatusCode.UNKNOWN, "coord: snapshot failed: the spool file shrank")
+                    remaining -= len(blob)
+                    resp = rpc_pb2.SnapshotResponse(remaining_bytes=remaining, blob=blob)
+                    if first:
+                        resp.header.revision = info.revision
+                        self._headers.fill(resp.header)
+                        first = False
+                    yield resp
         finally:
-            path.unlink(missing_ok=True)  # an open file stays readable: nothing is left behind however the call ends
-        with stream:
-            remaining, first = info.size, True
-            while remaining > 0:
-                blob = await loop.run_in_executor(None, stream.read, SNAPSHOT_CHUNK_BYTES)
-                if not blob:
-                    await context.abort(grpc.StatusCode.UNKNOWN, "coord: snapshot failed: the spool file shrank")
-                remaining -= len(blob)
-                resp = rpc_pb2.SnapshotResponse(remaining_bytes=remaining, blob=blob)
-                if first:
-                    resp.header.revision = info.revision
-                    self._headers.fill(resp.header)
-                    first = False
-                yield resp
+            path.unlink(missing_ok=True)
 
     async def Downgrade(self, request: rpc_pb2.DowngradeRequest, context: Context) -> rpc_pb2.DowngradeResponse:
         await not_yet(context, "Maintenance.Downgrade")

@@ -98,6 +98,9 @@ def parse_value(text: str, *, top_level_message: bool = False) -> Any:
         raise GoJSONError(f"invalid character {quote_char(letter)} {where}") from None
     except json.JSONDecodeError as error:
         raise GoJSONError(_syntax_message(text, offset + error.pos, error.msg, eof)) from None
+    except RecursionError:
+        # Go stops at 10000 levels, Python's parser near 1000: either way the value is refused.
+        raise GoJSONError(f"invalid character {quote_char(stripped[0])} exceeded max depth") from None
     rest = stripped[end:].lstrip(" \t\r\n")
     if rest:
         raise GoJSONError(f"invalid character {quote_char(rest[0])} after top-level value")

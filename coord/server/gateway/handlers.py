@@ -21,14 +21,14 @@ from collections.abc import AsyncGenerator
 
 import grpc
 import grpc.aio
-from aiohttp import web
-from google.protobuf.message import Message
+from aiohttp import WSMsgType, web
+from google.protobuf.message import DecodeError, Message
 
 from coord.server.gateway import jsonpb
 from coord.server.gateway.calls import EOF, CallFailed, GatewayContext, Handler, ServiceTable, Status, invoke
-from coord.server.gateway.gojson import GoJSONError, ValueTooLarge
+from coord.server.gateway.gojson import GoJSONError, ValueSplitter, ValueTooLarge
 from coord.server.gateway.routes import PREFIXES, Route, lookup
-from coord.server.gateway.streams import BodyValues, ResultStream, error_response
+from coord.server.gateway.streams import BodyValues, ResultStream, error_response, stream_error_chunk
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,11 @@ class Gateway:
         route = lookup(request.path)
         if route is None:
             return plain_text(404, "Not Found")
+        metadata = _metadata(request)
+        if (route.client_streaming or route.server_streaming) and _is_websocket(request):
+            return await self._websocket(request, route, metadata)
         if request.method != "POST":
             return plain_text(405, "Method Not Allowed")
-        metadata = _metadata(request)
         if route.client_streaming:
             return await self._bidirectional(request, route, metadata)
         try:
@@ -108,6 +110,13 @@ class Gateway:
             message = jsonpb.from_text(raw.decode("utf-8", "replace"), route.request_type)
         except GoJSONError as error:
             raise _Refused(Status(bad_json, str(error))) from None
+        if route.recursive:
+            # gRPC's deserializer bounds nesting (and the member decodes logged requests with the same bound): a
+            # request built here must not nest deeper than one that arrives over gRPC.
+            try:
+                route.request_type.FromString(message.SerializeToString())
+            except DecodeError:
+                raise _Refused(Status(bad_json, jsonpb.TOO_DEEP)) from None
         size = message.ByteSize()
         if size > self._max_message:
             raise _Refused(
@@ -223,6 +232,76 @@ class Gateway:
         if not route.keep_open:
             await queue.put(EOF)
 
+    # -- websockets ------------------------------------------------------------------------------------------------
+
+    async def _websocket(
+        self, request: web.Request, route: Route, metadata: tuple[tuple[str, str], ...]
+    ) -> web.StreamResponse:
+        """A streaming call over a websocket, as etcd's gateway offers it (grpc-websocket-proxy): each text or binary
+        message carries request JSON values, each response is one text message ``{"result": ...}``. A malformed
+        request ends the request stream (later messages are ignored, as etcd's gateway drops them); an error ends the
+        call with one message holding the error object, then the socket closes; the client closing the socket
+        cancels the call."""
+        ws = web.WebSocketResponse(max_msg_size=self._max_json)
+        await ws.prepare(request)
+        queue: asyncio.Queue[object] = asyncio.Queue(_QUEUED_REQUESTS)
+
+        async def send(message: Message) -> None:
+            await ws.send_str(jsonpb.dumps({"result": jsonpb.to_json(message)}).decode())
+
+        async def run() -> None:
+            context = GatewayContext(metadata, _peer(request), requests=queue, sink=send)
+            try:
+                handler = await self._resolve(route, metadata)
+                if route.client_streaming:
+                    await invoke(handler, queue, context)
+                else:
+                    first = await queue.get()
+                    if first is not EOF:
+                        await invoke(handler, first, context)
+            except CallFailed as failed:
+                if not ws.closed:
+                    await ws.send_str(jsonpb.dumps(stream_error_chunk(failed.status)).decode())
+            except ConnectionError:
+                pass  # the client went away while we wrote
+
+        call = asyncio.create_task(run(), name="coord-gateway-websocket-call")
+        feeder = asyncio.create_task(self._feed_websocket(ws, route, queue, call), name="coord-gateway-websocket")
+        try:
+            await call
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this handler is being cancelled, not just the call
+        finally:
+            for task in (call, feeder):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await ws.close()
+        return ws
+
+    async def _feed_websocket(
+        self, ws: web.WebSocketResponse, route: Route, queue: asyncio.Queue[object], call: asyncio.Task[None]
+    ) -> None:
+        splitter = ValueSplitter(self._max_json)
+        ended = False
+        try:
+            async for msg in ws:
+                if ended or msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    continue
+                data = msg.data.encode() if isinstance(msg.data, str) else msg.data
+                try:
+                    for raw in [*splitter.feed(data), *filter(None, [splitter.finish()])]:
+                        await queue.put(self._decode(raw, route, grpc.StatusCode.UNKNOWN))
+                except (_Refused, ValueTooLarge) as error:
+                    log.debug("gateway %s: ending the websocket request stream: %s", route.path, error)
+                    ended = True
+                    if not route.keep_open:
+                        await queue.put(EOF)
+        finally:
+            call.cancel()  # the socket is closed: the client is gone
+
 
 # HTTP headers grpc-gateway forwards as ``grpcgateway-<name>`` metadata (its "permanent" headers).
 _FORWARDED_HEADERS = (
@@ -253,10 +332,14 @@ def _metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
         elif lower.startswith(_METADATA_HEADER_PREFIX) and len(lower) > len(_METADATA_HEADER_PREFIX):
             pairs.append((lower[len(_METADATA_HEADER_PREFIX) :], value))
     for name in _FORWARDED_HEADERS:
-        value = request.headers.get(name)
-        if value is not None:
-            pairs.append((f"grpcgateway-{name.lower()}", value))
+        forwarded = request.headers.get(name)
+        if forwarded is not None:
+            pairs.append((f"grpcgateway-{name.lower()}", forwarded))
     return tuple(pairs)
+
+
+def _is_websocket(request: web.Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
 
 
 def _peer(request: web.Request) -> str:

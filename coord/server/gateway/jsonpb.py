@@ -31,6 +31,7 @@ _INT_RANGES: dict[int, tuple[str, int, int]] = {
     FieldDescriptor.CPPTYPE_UINT32: ("uint32", 0, 2**32 - 1),
 }
 _MESSAGE_GO_TYPE = "map[string]json.RawMessage"
+TOO_DEEP = "coord: the request is nested too deeply"
 _REPEATED_GO_TYPE = "[]json.RawMessage"
 
 
@@ -50,7 +51,10 @@ def from_json(value: Any, message_type: type[M]) -> M:
     Raises GoJSONError when the value does not fit the message.
     """
     message = message_type()
-    _fill(message, value)
+    try:
+        _fill(message, value)
+    except RecursionError:
+        raise GoJSONError(TOO_DEEP) from None
     return message
 
 

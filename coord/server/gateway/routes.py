@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from google.protobuf.descriptor import FileDescriptor, MethodDescriptor
+from google.protobuf.descriptor import Descriptor, FileDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
@@ -37,6 +37,7 @@ class Route:
     client_streaming: bool
     server_streaming: bool
     keep_open: bool = False
+    recursive: bool = False  # the request type can contain itself (a Txn nests Txns)
 
     @property
     def service(self) -> str:
@@ -45,6 +46,21 @@ class Route:
     @property
     def name(self) -> str:
         return self.method.split("/")[2]
+
+
+def _recursive(message: Descriptor) -> bool:
+    """Whether ``message`` can contain a message of its own type at some depth."""
+    seen: set[str] = set()
+    stack = [f.message_type for f in message.fields if f.message_type is not None]
+    while stack:
+        current = stack.pop()
+        if current.full_name == message.full_name:
+            return True
+        if current.full_name in seen:
+            continue
+        seen.add(current.full_name)
+        stack.extend(f.message_type for f in current.fields if f.message_type is not None)
+    return False
 
 
 def _route(file: FileDescriptor, service: str, method: str, path: str, keep_open: bool = False) -> Route:
@@ -56,6 +72,7 @@ def _route(file: FileDescriptor, service: str, method: str, path: str, keep_open
         client_streaming=descriptor.client_streaming,
         server_streaming=descriptor.server_streaming,
         keep_open=keep_open,
+        recursive=_recursive(descriptor.input_type),
     )
 
 

@@ -134,7 +134,7 @@ class Backend:
         when data is deleted and compacted away (LMDB reuses the freed pages), which is what the quota measures."""
         stat = self.env.stat()
         pages = stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
-        with self.env.begin(write=False) as txn:
+        with self.read() as txn:
             for db in {self.meta, self.log, *self._state_dbs.values()}:
                 s = txn.stat(db)
                 pages += s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]
@@ -145,11 +145,11 @@ class Backend:
 
     # -- defragment (coord.server.defrag drives these) ---------------------------------------------------------------
 
-    def compact_copy(self, directory: Path) -> Path:
-        """Write a compacted copy of the environment (free pages left out, pages renumbered) to
-        ``directory/data.mdb`` and fsync it; returns its path. Any thread; it reads one consistent state."""
-        directory.mkdir(parents=True, exist_ok=True)
-        target = directory / DATA_FILE
+    def compact_copy(self, target: Path) -> None:
+        """Write a compacted copy of the environment (free pages left out, pages renumbered) to the file ``target``
+        (on the data file's file system, for :meth:`replace_data_file`) and fsync it. Any thread; the copy is one
+        consistent state."""
+        target.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             with self.gate.reading():
@@ -157,7 +157,6 @@ class Backend:
             os.fsync(fd)
         finally:
             os.close(fd)
-        return target
 
     def replace_data_file(self, copy: Path) -> None:
         """Close the environment, move ``copy`` (a :meth:`compact_copy` taken while no write ran since) over the
