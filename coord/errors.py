@@ -206,6 +206,7 @@ TOO_MANY_LEARNERS = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: too many lear
 BAD_LEADER_TRANSFEREE = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: bad leader transferee", EtcdError)
 NOT_LEADER = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: not leader", EtcdError)
 NOT_CAPABLE = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: not capable", EtcdError)
+MALFORMED_REQUEST = ErrorSpec(_C.INVALID_ARGUMENT, "coord: the request could not be decoded", EtcdError)
 
 _BY_MESSAGE: dict[str, ErrorSpec] = {
     spec.message: spec for spec in list(globals().values()) if isinstance(spec, ErrorSpec)

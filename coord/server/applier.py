@@ -7,20 +7,21 @@ every member and on every replay. It never leaves a partial change behind: a req
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from coord._proto.etcdserverpb import rpc_pb2
-from coord.errors import MEMBER_NOT_FOUND, NO_SPACE
+from coord.errors import MALFORMED_REQUEST, MEMBER_NOT_FOUND, NO_SPACE
 from coord.server import alarms, lease, membership
 from coord.server.auth.apply import AUTH_KINDS, AuthApplier
 from coord.server.auth.store import AuthStore
 from coord.server.mvcc import Event, MvccWriter, kv_ops
 from coord.server.raft import ConfChange, ConfChangeType
 from coord.server.rejection import Rejected
-from coord.server.requests import AuthInfo, Kind, decode_entry
+from coord.server.requests import AuthInfo, Kind, decode_entry, request_id_of
 from coord.server.storage import Backend, LogEntry, u64
 
 META_APPLIED = b"applied"
@@ -82,7 +83,14 @@ class Applier:
 
     def apply(self, txn: Any, entry: LogEntry) -> Applied:
         """Apply one entry and record it as applied, in ``txn``."""
-        decoded = decode_entry(entry.data)
+        try:
+            decoded = decode_entry(entry.data)
+        except (ValueError, struct.error, DecodeError):
+            # Every member fails the same way on the same bytes, so refusing the entry keeps them identical; a bad
+            # entry must never stop a member.
+            request_id = request_id_of(entry.data)
+            txn.put(META_APPLIED, u64(entry.index), db=self._backend.meta)
+            return Applied(request_id, Rejected(MALFORMED_REQUEST), self._current_revision(txn), [], [])
         kind, request_id, request = decoded.kind, decoded.request_id, decoded.request
         if kind in (Kind.MEMBER_ATTR, Kind.MEMBER_UPDATE):
             assert isinstance(request, rpc_pb2.Member)

@@ -131,6 +131,11 @@ def decode(data: bytes) -> tuple[Kind, int, Message]:
     return entry.kind, entry.request_id, entry.request
 
 
+def request_id_of(data: bytes) -> int:
+    """The proposer's request id of an entry, or 0 when even the fixed header is missing."""
+    return int(_HEADER.unpack_from(data)[1]) if len(data) >= _HEADER.size else 0
+
+
 def decode_entry(data: bytes) -> Entry:
     """The entry with its auth header; raises ValueError for an unknown kind."""
     kind_value, request_id = _HEADER.unpack_from(data)

@@ -9,9 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coord.errors import COMPACTED, FUTURE_REV
+from coord._proto.etcdserverpb import rpc_pb2
+from coord.errors import COMPACTED, FUTURE_REV, MALFORMED_REQUEST
+from coord.server.applier import Applier
 from coord.server.mvcc import MvccError, MvccReader, MvccWriter
+from coord.server.rejection import Rejected
+from coord.server.requests import Kind, encode
 from coord.server.storage import Backend
+from coord.server.storage.log import LogEntry
 
 
 @pytest.fixture
@@ -167,3 +172,21 @@ def test_hash_is_a_function_of_history(tmp_path: Path) -> None:
                 MvccReader(build_future, txn).hash_kv(5)
         finally:
             build_future.close()
+
+
+def test_an_undecodable_entry_is_refused_not_fatal(tmp_path: Path) -> None:
+    """A log entry whose request cannot be decoded is answered with a refusal and marked applied (deterministic on
+    every member); the store is unchanged and the next entry applies normally."""
+    backend = Backend(tmp_path, map_size=64 * 1024**2)
+    applier = Applier(backend, min_lease_ttl=2)
+    garbage = bytes([Kind.PUT]) + (7).to_bytes(8, "big") + b"\xff\xff\xff"
+    with backend.write() as txn:
+        bad = applier.apply(txn, LogEntry(5, 1, 0, garbage))
+        good = applier.apply(txn, LogEntry(6, 1, 0, encode(Kind.PUT, 8, rpc_pb2.PutRequest(key=b"k", value=b"v"))))
+    assert bad.request_id == 7
+    assert isinstance(bad.result, Rejected) and bad.result.spec is MALFORMED_REQUEST
+    assert bad.events == []
+    assert isinstance(good.result, rpc_pb2.PutResponse) and good.revision == 2
+    with backend.read() as txn:
+        assert applier.applied_index(txn) == 6
+    backend.close()

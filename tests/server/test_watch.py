@@ -185,3 +185,17 @@ def test_slow_consumer_blocks_nothing_and_loses_nothing(server: ServerProcess) -
             assert sorted({rev for rev, _ in events}) == expected_revisions
 
     run(scenario, server)
+
+
+@pytest.mark.parametrize("kind", ["coord", "etcd"])
+def test_half_closed_watch_keeps_delivering(kind: str, request: pytest.FixtureRequest) -> None:
+    """A client that half-closes its watch stream after creating a watcher still gets the events, as from etcd."""
+    target: ServerProcess = request.getfixturevalue("coord_server" if kind == "coord" else "etcd")
+    with grpc.insecure_channel(target.endpoint) as ch:
+        create = rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"hc"))
+        responses = rpc_pb2_grpc.WatchStub(ch).Watch(iter([create]), timeout=20)
+        assert next(responses).created
+        rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"hc", value=b"1"), timeout=10)
+        event = next(responses)
+        assert [(e.kv.key, e.kv.value) for e in event.events] == [(b"hc", b"1")]
+        responses.cancel()

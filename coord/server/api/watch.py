@@ -43,12 +43,13 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
             self._hub.close_stream(stream)
 
     async def _read_requests(self, stream: WatchStream, context: Context) -> None:
-        """Handle requests until the client half-closes or goes away; then end the stream, as etcd does."""
+        """Handle requests until the client half-closes. As in etcd, a half-close only ends the requests: the
+        watchers keep sending events until the client cancels the call or goes away (which cancels the handler)."""
         try:
             while True:
                 request = await context.read()
                 if not isinstance(request, rpc_pb2.WatchRequest):
-                    return  # grpc.aio.EOF: the client half-closed
+                    return  # grpc.aio.EOF: the client half-closed; keep delivering
                 kind = request.WhichOneof("request_union")
                 if kind == "create_request":
                     if self._permitted(stream, request.create_request, context):
@@ -57,8 +58,9 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
                     self._hub.cancel(stream, request.cancel_request.watch_id)
                 elif kind == "progress_request":
                     self._hub.request_progress(stream)
-        finally:
+        except Exception:
             stream.close()
+            raise
 
     def _permitted(self, stream: WatchStream, request: rpc_pb2.WatchCreateRequest, context: Context) -> bool:
         try:

@@ -107,8 +107,12 @@ class ResultStream:
         await self._write(dumps(stream_error_chunk(status)), http_status(status.code))
 
     async def close(self) -> web.StreamResponse:
-        await self._write(b"")
-        await self.response.write_eof()
+        """End the answer (sending the headers first if nothing was written); a client already gone is no error."""
+        try:
+            await self._write(b"")
+            await self.response.write_eof()
+        except ConnectionError:
+            self.broken = True
         return self.response
 
 
