@@ -15,7 +15,7 @@ from coord._proto.etcdserverpb import rpc_pb2
 from coord.server.storage import Backend
 
 META_ALARMS = b"alarms"
-_PAIR = struct.Struct(">QI")
+_PAIR = struct.Struct(">Qi")  # member id, alarm type (an open int32 enum: etcd stores unknown types too)
 
 
 def active_alarms(backend: Backend, txn: Any) -> list[tuple[int, int]]:
@@ -26,6 +26,14 @@ def active_alarms(backend: Backend, txn: Any) -> list[tuple[int, int]]:
 
 def _store(backend: Backend, txn: Any, alarms: list[tuple[int, int]]) -> None:
     txn.put(META_ALARMS, b"".join(_PAIR.pack(m, a) for m, a in sorted(set(alarms))), db=backend.meta)
+
+
+def alarm_name(alarm: int) -> str:
+    """The alarm type as Go prints it: its name, or the number for a type the API does not define."""
+    try:
+        return rpc_pb2.AlarmType.Name(alarm)
+    except ValueError:
+        return str(alarm)
 
 
 def nospace(backend: Backend, txn: Any) -> bool:

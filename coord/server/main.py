@@ -14,7 +14,8 @@ from coord.server.server import MemberServer
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
 
-async def serve(config: ServerConfig) -> None:
+async def serve(config: ServerConfig) -> int:
+    """Run the member; the exit status: 0 when stopped by a signal or removed, 1 when it failed."""
     server = MemberServer(config)
     await server.start()
     stop = asyncio.Event()
@@ -28,6 +29,7 @@ async def serve(config: ServerConfig) -> None:
     stopping.cancel()
     logging.getLogger("coord.server").info("stopping")
     await server.stop()
+    return 1 if server.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=_LEVELS[config.log_level], format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    asyncio.run(serve(config))
-    return 0
+    return asyncio.run(serve(config))
 
 
 if __name__ == "__main__":

@@ -159,6 +159,8 @@ class Node:
         self._leader_listeners: list[LeaderListener] = []
         self._members_listeners: list[MembersListener] = []
         self.removed = asyncio.Event()
+        # Set when the Raft loop failed (an I/O error, a bug): the member can no longer make progress and must exit.
+        self.halted = asyncio.Event()
         self._alarm_task: asyncio.Task[None] | None = None
         self._size_in_use = 0
         self._size_measured_at = float("-inf")
@@ -383,7 +385,8 @@ class Node:
                 log.exception("the Raft loop failed; stopping this member")
                 self._stopping = True
                 self._fail_everything(STOPPED)
-                raise
+                self.halted.set()
+                return
 
     def _step_inputs(self, raw: RawNode) -> None:
         ticks, self._ticks = self._ticks, 0

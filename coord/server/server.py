@@ -71,6 +71,7 @@ class MemberServer:
         self.backend = Backend(config.data_dir, map_size=config.quota_backend_bytes * 2 + 256 * 1024**2)
         self.auth_gate = AuthGate(self.backend, tokens, config.bcrypt_cost)
         self.stopped = asyncio.Event()
+        self.failed = False  # the member stopped itself because it could not go on: the process exits non-zero
         self._publisher: asyncio.Task[None] | None = None
         self._progress: asyncio.Task[None] | None = None
         self._removal: asyncio.Task[None] | None = None
@@ -352,8 +353,18 @@ class MemberServer:
         )
 
     async def _watch_removal(self) -> None:
-        await self.node.removed.wait()
-        log.warning("the member has been permanently removed from the cluster; shutting down")
+        removed = asyncio.create_task(self.node.removed.wait())
+        halted = asyncio.create_task(self.node.halted.wait())
+        try:
+            await asyncio.wait([removed, halted], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            removed.cancel()
+            halted.cancel()
+        if self.node.halted.is_set():
+            log.error("this member cannot go on (see the error above); shutting down")
+            self.failed = True
+        else:
+            log.warning("the member has been permanently removed from the cluster; shutting down")
         self.stopped.set()
 
     async def _progress_loop(self) -> None:

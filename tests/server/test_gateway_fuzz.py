@@ -65,8 +65,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
             post_json(base, "/v3/kv/put", {"key": b64(key), "value": b64(value)})
         yield process
         assert process.alive(), process.log()[-4000:]
-        assert request(base, "/health", method="GET").json() == {"health": "true"}
-        listed = post_json(base, "/v3/kv/range", {"key": b64("seed/"), "range_end": b64("seed0")})
+        assert request(base, "/health", method="GET").json() == {"health": "true"}, process.log()[-4000:]
+        listed = request(base, "/v3/kv/range", {"key": b64("seed/"), "range_end": b64("seed0")})
+        assert listed.status == 200, (listed.body, process.log()[-8000:])
+        listed = listed.json()
         got = {json_b64(kv["key"]): json_b64(kv["value"]) for kv in listed["kvs"]}
         assert got == SEED
     finally:

@@ -45,7 +45,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             raftTerm=node.term,
             raftAppliedIndex=node.applied_index,
             isLearner=bool(me is not None and me.is_learner),
-            errors=[f"memberID:{m} alarm:{rpc_pb2.AlarmType.Name(a)} " for m, a in raised],
+            errors=[f"memberID:{m} alarm:{alarms.alarm_name(a)} " for m, a in raised],
         )
         self._headers.fill(resp.header)
         return resp

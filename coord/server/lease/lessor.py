@@ -23,7 +23,7 @@ from coord._proto.etcdserverpb import rpc_pb2
 from coord.errors import LEASE_EXISTS, LEASE_NOT_FOUND, LEASE_TTL_TOO_LARGE
 from coord.server.mvcc import MvccWriter
 from coord.server.rejection import Rejected
-from coord.server.storage.backend import Backend, from_i64, from_u64, i64, u64
+from coord.server.storage.backend import Backend, from_i64, i64
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def min_lease_ttl(election_timeout_ms: int) -> int:
 
 
 def lease_exists(backend: Backend, txn: Any, lease_id: int) -> bool:
-    return txn.get(u64(lease_id), db=backend.leases) is not None
+    return txn.get(i64(lease_id), db=backend.leases) is not None
 
 
 def apply_grant(backend: Backend, txn: Any, req: rpc_pb2.LeaseGrantRequest, min_ttl: int) -> rpc_pb2.LeaseGrantResponse:
@@ -51,7 +51,7 @@ def apply_grant(backend: Backend, txn: Any, req: rpc_pb2.LeaseGrantRequest, min_
     if lease_exists(backend, txn, req.ID):
         raise Rejected(LEASE_EXISTS)
     ttl = max(req.TTL, min_ttl)
-    txn.put(u64(req.ID), i64(ttl), db=backend.leases)
+    txn.put(i64(req.ID), i64(ttl), db=backend.leases)
     return rpc_pb2.LeaseGrantResponse(ID=req.ID, TTL=ttl)
 
 
@@ -61,14 +61,14 @@ def apply_revoke(backend: Backend, writer: MvccWriter, txn: Any, lease_id: int) 
         raise Rejected(LEASE_NOT_FOUND)
     for key in writer.lease_keys(lease_id):
         writer.delete_range(key, None)
-    txn.delete(u64(lease_id), db=backend.leases)
+    txn.delete(i64(lease_id), db=backend.leases)
     return rpc_pb2.LeaseRevokeResponse()
 
 
 def stored_leases(backend: Backend, txn: Any) -> dict[int, int]:
     """Every granted lease: id -> granted TTL."""
     with txn.cursor(db=backend.leases) as cursor:
-        return {from_u64(k): from_i64(v) for k, v in cursor}
+        return {from_i64(k): from_i64(v) for k, v in cursor}
 
 
 # -- member-local deadlines -------------------------------------------------------------------------------------------

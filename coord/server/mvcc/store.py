@@ -207,7 +207,7 @@ class MvccReader:
 
     def lease_keys(self, lease_id: int) -> list[bytes]:
         """The keys currently attached to ``lease_id``, in key order."""
-        prefix = u64(lease_id)
+        prefix = i64(lease_id)  # lease ids are int64 and may be negative, as etcd's
         keys: list[bytes] = []
         with self._txn.cursor(db=self._backend.lease_keys) as cursor:
             if not cursor.set_range(prefix):
@@ -292,9 +292,9 @@ class MvccWriter(MvccReader):
         if old_lease == new_lease:
             return
         if old_lease:
-            self._txn.delete(u64(old_lease) + key, db=self._backend.lease_keys)
+            self._txn.delete(i64(old_lease) + key, db=self._backend.lease_keys)
         if new_lease:
-            self._txn.put(u64(new_lease) + key, b"", db=self._backend.lease_keys)
+            self._txn.put(i64(new_lease) + key, b"", db=self._backend.lease_keys)
 
     def put(self, key: bytes, value: bytes, lease: int) -> kv_pb2.KeyValue | None:
         """Write a new version of ``key``; returns the previous live version, if any."""
