@@ -9,14 +9,13 @@ import threading
 import time
 
 import coord
-from coord.recipes.barrier import barrier, double_barrier
 
 
 def worker(n: int) -> None:
     with coord.connect(timeout=5) as client:
-        barrier(client, "example-deploy").wait(timeout=30)  # blocks while the gate is held
+        client.barrier("example-deploy").wait(timeout=30)  # blocks while the gate is held
         print(f"worker {n}: gate open")
-        with double_barrier(client, "example-batch", 3, ttl=5):  # starts once all 3 are in
+        with client.double_barrier("example-batch", 3, ttl=5):  # starts once all 3 are in
             print(f"worker {n}: working")
             time.sleep(0.2 * n)
         print(f"worker {n}: everyone finished")  # leaves once all 3 are done
@@ -24,7 +23,7 @@ def worker(n: int) -> None:
 
 def main() -> None:
     with coord.connect(timeout=5) as client:
-        gate = barrier(client, "example-deploy")
+        gate = client.barrier("example-deploy")
         gate.hold()
         threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
         for t in threads:

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 
 import coord
-from coord.recipes.config import config
 
 
 @dataclass
@@ -23,7 +22,7 @@ def main() -> None:
     with coord.connect(timeout=5) as client:
         client.delete("apps/example/", prefix=True)
         client.put("apps/example/port", "9000")
-        settings = config(client, "apps/example/", Settings)
+        settings = client.config("apps/example/", Settings)
         print("start:", settings.value)
         settings.on_change(lambda new: print("changed:", new))
         settings.on_error(lambda error: print("rejected:", error))

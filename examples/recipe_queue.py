@@ -6,12 +6,11 @@ COORD_ENDPOINTS=127.0.0.1:2379 python examples/recipe_queue.py
 from __future__ import annotations
 
 import coord
-from coord.recipes.queue import QueueEmpty, queue
 
 
 def main() -> None:
     with coord.connect(timeout=5) as client:
-        jobs = queue(client, "example-jobs", visibility_timeout=10, max_deliveries=2)
+        jobs = client.queue("example-jobs", visibility_timeout=10, max_deliveries=2)
         jobs.put({"resize": "cat.png"})
         jobs.put({"resize": "urgent.png"}, priority=-1)  # lower number: delivered first
         jobs.put({"resize": "later.png"}, delay=1.0)  # invisible for a second
@@ -19,7 +18,7 @@ def main() -> None:
         while True:
             try:
                 item = jobs.get(timeout=3)
-            except QueueEmpty:
+            except coord.QueueEmpty:
                 break
             try:
                 with item:  # ack on success, nack (and redelivery) when the body raises

@@ -8,19 +8,18 @@ from __future__ import annotations
 import time
 
 import coord
-from coord.recipes.registry import ServiceChange, discover, register
 
 
 def main() -> None:
     with coord.connect(timeout=5) as a, coord.connect(timeout=5) as b, coord.connect(timeout=5) as caller:
-        api = discover(caller, "example-api")
+        api = caller.discover("example-api")
 
         @api.on_change
-        def changed(change: ServiceChange) -> None:
+        def changed(change: coord.ServiceChange) -> None:
             print("instances now:", [f"{i.address} ({i.status})" for i in change.instances])
 
-        first = register(a, "example-api", "10.0.0.1:8080", metadata={"zone": "a"}, ttl=5)
-        second = register(b, "example-api", "10.0.0.2:8080", metadata={"zone": "b"}, ttl=5)
+        first = a.register("example-api", "10.0.0.1:8080", metadata={"zone": "a"}, ttl=5)
+        second = b.register("example-api", "10.0.0.2:8080", metadata={"zone": "b"}, ttl=5)
         api.wait_ready(timeout=10, count=2)
         print("round robin:", [api.pick().address for _ in range(4)])
         second.set_status("draining")  # still listed, no longer picked

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from coord.client.client import AsyncClient
 from coord.client.lease import KeepAlive, LeaseKeepAliveResult
@@ -24,9 +24,13 @@ from coord.client.watch import Watcher
 from coord.errors import ClientClosedError
 
 if TYPE_CHECKING:  # coord.recipes builds on this module: the recipe factories below import it on use
+    from coord.recipes.barrier import SyncBarrier, SyncDoubleBarrier
+    from coord.recipes.config import ChangeHook, Format, SyncConfig
     from coord.recipes.counter import SyncCounter
     from coord.recipes.election_sync import SyncElection
     from coord.recipes.lock import SyncLock
+    from coord.recipes.queue import SyncQueue
+    from coord.recipes.registry import SyncRegistration, SyncServiceView
     from coord.recipes.rwlock import SyncRWLock
     from coord.recipes.semaphore import SyncSemaphore
     from coord.recipes.stm import SyncSTMTransaction
@@ -212,6 +216,10 @@ class SyncSession:
     def ensure_alive(self) -> int:
         return self.session.ensure_alive()
 
+    def check(self, timeout: float | None = None) -> SessionState:
+        """Blocking :meth:`Session.check`: probe the lease now; returns the state after the probe."""
+        return self._runner.run(self.session.check(timeout))
+
     def close(self, *, revoke: bool = True) -> None:
         self._runner.run(self.session.close(revoke=revoke))
 
@@ -277,6 +285,7 @@ class Client:
 
     watch = _forward_as(AsyncClient.watch, SyncWatcher)
     session = _forward_as(AsyncClient.session, SyncSession)
+    new_session = _forward_as(AsyncClient.new_session, SyncSession)
 
     def add_watch_callback(
         self, key: KeyLike, callback: Callable[[WatchEvent], None], range_end: KeyLike | None = None, **options: Any
@@ -366,6 +375,103 @@ class Client:
         from coord.recipes.stm import run_stm_sync
 
         return run_stm_sync(self._runner, self._async, fn, max_attempts=max_attempts)
+
+    def barrier(self, name: str, *, ephemeral: bool = False, ttl: int | None = None) -> SyncBarrier:
+        """A barrier: one process ``barrier.hold()``, others ``barrier.wait()`` until it is released. See
+        :class:`coord.SyncBarrier`."""
+        from coord.recipes.barrier import SyncBarrier
+
+        return SyncBarrier(self, name, ephemeral=ephemeral, ttl=ttl)
+
+    def double_barrier(self, name: str, count: int, *, ttl: int | None = None) -> SyncDoubleBarrier:
+        """A double barrier for ``count`` participants: ``with client.double_barrier("step", 3):``. See
+        :class:`coord.SyncDoubleBarrier`."""
+        from coord.recipes.barrier import SyncDoubleBarrier
+
+        return SyncDoubleBarrier(self, name, count, ttl=ttl)
+
+    def queue(
+        self,
+        name: str,
+        *,
+        visibility_timeout: float = 30,
+        max_deliveries: int | None = 5,
+        dead_letter: str | None = None,
+        recheck_interval: float = 5.0,
+    ) -> SyncQueue:
+        """A work queue with at-least-once delivery: ``q.put(item)``, ``item = q.get(timeout=5)``, ``item.ack()``.
+        See :class:`coord.SyncQueue`."""
+        from coord.recipes.queue import SyncQueue
+
+        return SyncQueue(
+            self, name, visibility_timeout=visibility_timeout, max_deliveries=max_deliveries,
+            dead_letter=dead_letter, recheck_interval=recheck_interval,
+        )  # fmt: skip
+
+    def register(
+        self,
+        service: str,
+        address: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        ttl: int | None = None,
+        instance_id: str | None = None,
+        status: str = "up",
+    ) -> SyncRegistration:
+        """Register an instance of ``service`` (registered on return) for as long as this process lives. See
+        :class:`coord.SyncRegistration`."""
+        from coord.recipes.registry import SyncRegistration
+
+        return SyncRegistration(
+            self, service, address, metadata=metadata, ttl=ttl, instance_id=instance_id, status=status
+        )
+
+    def discover(self, service: str, *, strategy: Literal["round_robin", "random"] = "round_robin") -> SyncServiceView:
+        """A live view of ``service``'s instances, following the registry on return: ``client.discover("api").pick()``.
+        See :class:`coord.SyncServiceView`."""
+        from coord.recipes.registry import SyncServiceView
+
+        return SyncServiceView(self, service, strategy=strategy)
+
+    def config(
+        self,
+        prefix: str,
+        model: type[Any] | None = None,
+        *,
+        key: str | None = None,
+        format: Format = "auto",
+        debounce: float = 0.1,
+    ) -> SyncConfig[Any]:
+        """The hot-reloading configuration under ``prefix`` (read on return), as a dict or a ``model`` instance:
+        ``settings = client.config("apps/web/", Settings)``; ``settings.value``. See :class:`coord.SyncConfig`."""
+        from coord.recipes.config import SyncConfig
+
+        return SyncConfig(self, prefix, model, key=key, format=format, debounce=debounce)
+
+    def on_change(
+        self,
+        prefix: str,
+        model: type[Any] | None = None,
+        *,
+        key: str | None = None,
+        format: Format = "auto",
+        debounce: float = 0.1,
+    ) -> ChangeHook:
+        """Decorator: call the function (in a worker thread) with the new configuration after every change under
+        ``prefix``. See :func:`coord.on_change`."""
+        from coord.recipes.config import ChangeHook
+
+        return ChangeHook(self, prefix, model, key=key, format=format, debounce=debounce)
+
+    def run(self, coro: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
+        """Run ``coro`` in this client's event loop and block for its result (its exception is raised here).
+
+        The loop is where :attr:`async_client` lives, so ``coro`` may use it:
+        ``client.run(client.async_client.get("k"))``.
+        Raises TimeoutError after ``timeout`` seconds (the coroutine is cancelled), ClientClosedError once closed,
+        RuntimeError when called from that loop's own thread (it would deadlock).
+        """
+        return self._runner.run(coro, timeout)
 
     def close(self) -> None:
         """Close the async client, then stop the private loop. Idempotent."""

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from coord.client._channel import DEFAULT_ENDPOINT, TLSConfig, Transport
 from coord.client.cluster import ClusterMixin
@@ -24,9 +24,13 @@ from coord.client.watch import WatchCallback, Watcher, run_callback
 if TYPE_CHECKING:  # coord.recipes builds on this module: the recipe factories below import it on use
     from collections.abc import Awaitable
 
+    from coord.recipes.barrier import Barrier, DoubleBarrier
+    from coord.recipes.config import ChangeHook, Config, Format
     from coord.recipes.counter import Counter
     from coord.recipes.election import Election
     from coord.recipes.lock import Lock
+    from coord.recipes.queue import Queue
+    from coord.recipes.registry import Registration, ServiceView
     from coord.recipes.rwlock import RWLock
     from coord.recipes.semaphore import Semaphore
     from coord.recipes.stm import STMTransaction
@@ -101,6 +105,7 @@ class AsyncClient(KVMixin, LeaseMixin, ClusterMixin, MaintenanceMixin):
         self._session_lock: asyncio.Lock | None = None
         self._watchers: weakref.WeakSet[Watcher] = weakref.WeakSet()
         self._keep_alives: weakref.WeakSet[KeepAlive] = weakref.WeakSet()
+        self._own_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
 
     @property
     def endpoints(self) -> list[str]:
@@ -187,6 +192,18 @@ class AsyncClient(KVMixin, LeaseMixin, ClusterMixin, MaintenanceMixin):
                 self._session = session
             return self._session
 
+    async def new_session(self, ttl: int = 60, *, renew: bool = True) -> Session:
+        """A session of its own, apart from the client's shared :meth:`session`: its own lease and keep-alive loop.
+
+        With ``renew=False`` the session ends at LOST (no new lease is granted): right for something that must end
+        with its lease, such as a lock held on a dedicated lease. Close it with ``await session.close()`` (revoking
+        the lease); :meth:`close` closes it too. Raises the errors of lease grant.
+        """
+        session = Session(self, ttl, renew=renew)
+        await session._start()
+        self._own_sessions.add(session)
+        return session
+
     # --- recipes (coord.recipes): handles on this client ----------------------------------------------------------
 
     def lock(self, name: str | bytes, *, ttl: int | None = None, timeout: float | None = None) -> Lock:
@@ -256,15 +273,101 @@ class AsyncClient(KVMixin, LeaseMixin, ClusterMixin, MaintenanceMixin):
 
         return await run_stm(self, fn, max_attempts=max_attempts)
 
+    def barrier(self, name: str, *, ephemeral: bool = False, ttl: int | None = None) -> Barrier:
+        """A barrier: one process ``await barrier.hold()``, others ``await barrier.wait()`` until it is released.
+        See :class:`coord.Barrier`."""
+        from coord.recipes.barrier import Barrier
+
+        return Barrier(self, name, ephemeral=ephemeral, ttl=ttl)
+
+    def double_barrier(self, name: str, count: int, *, ttl: int | None = None) -> DoubleBarrier:
+        """A double barrier for ``count`` participants: ``await b.enter()`` ... ``await b.leave()``. See
+        :class:`coord.DoubleBarrier`."""
+        from coord.recipes.barrier import DoubleBarrier
+
+        return DoubleBarrier(self, name, count, ttl=ttl)
+
+    def queue(
+        self,
+        name: str,
+        *,
+        visibility_timeout: float = 30,
+        max_deliveries: int | None = 5,
+        dead_letter: str | None = None,
+        recheck_interval: float = 5.0,
+    ) -> Queue:
+        """A work queue with at-least-once delivery: ``await q.put(item)``, ``item = await q.get(timeout=5)``,
+        ``await item.ack()``. See :class:`coord.Queue`."""
+        from coord.recipes.queue import Queue
+
+        return Queue(
+            self, name, visibility_timeout=visibility_timeout, max_deliveries=max_deliveries,
+            dead_letter=dead_letter, recheck_interval=recheck_interval,
+        )  # fmt: skip
+
+    def register(
+        self,
+        service: str,
+        address: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        ttl: int | None = None,
+        instance_id: str | None = None,
+        status: str = "up",
+    ) -> Registration:
+        """Register an instance of ``service`` for as long as this process lives: ``async with
+        client.register("api", "10.0.0.5:8080"):``. See :class:`coord.Registration`."""
+        from coord.recipes.registry import Registration
+
+        return Registration(self, service, address, metadata=metadata, ttl=ttl, instance_id=instance_id, status=status)
+
+    def discover(self, service: str, *, strategy: Literal["round_robin", "random"] = "round_robin") -> ServiceView:
+        """A live view of ``service``'s instances: ``async with client.discover("api") as view: view.pick()``. See
+        :class:`coord.ServiceView`."""
+        from coord.recipes.registry import ServiceView
+
+        return ServiceView(self, service, strategy=strategy)
+
+    def config(
+        self,
+        prefix: str,
+        model: type[Any] | None = None,
+        *,
+        key: str | None = None,
+        format: Format = "auto",
+        debounce: float = 0.1,
+    ) -> Config[Any]:
+        """The hot-reloading configuration under ``prefix``, as a dict or a ``model`` instance (dataclass or pydantic):
+        ``async with client.config("apps/web/", Settings) as live: live.value``. See :class:`coord.Config`."""
+        from coord.recipes.config import Config
+
+        return Config(self, prefix, model, key=key, format=format, debounce=debounce)
+
+    def on_change(
+        self,
+        prefix: str,
+        model: type[Any] | None = None,
+        *,
+        key: str | None = None,
+        format: Format = "auto",
+        debounce: float = 0.1,
+    ) -> ChangeHook:
+        """Decorator: call the function with the new configuration after every change under ``prefix``. See
+        :func:`coord.on_change`."""
+        from coord.recipes.config import ChangeHook
+
+        return ChangeHook(self, prefix, model, key=key, format=format, debounce=debounce)
+
     async def close(self) -> None:
-        """Cancel every watcher and keep-alive loop, close the session (revoking its lease) and every channel.
+        """Cancel every watcher and keep-alive loop, close every session (revoking their leases) and every channel.
         Idempotent."""
         for watcher in list(self._watchers):
             await watcher.cancel()
         for keep_alive in list(self._keep_alives):
             await keep_alive.close()
-        if self._session is not None:
-            await self._session.close()
+        for session in [self._session, *self._own_sessions]:
+            if session is not None:
+                await session.close()
         await self._transport.close()
 
     async def __aenter__(self) -> AsyncClient:

@@ -5,7 +5,7 @@ States and transitions (each transition fires every listener once, in order, and
 
     CONNECTED --keep-alive fails--> SUSPENDED --keep-alive succeeds--> CONNECTED
     CONNECTED/SUSPENDED --local deadline passed, or server says the lease is gone--> LOST
-    LOST --a new lease was granted--> CONNECTED (new lease_id, generation + 1)
+    LOST --a new lease was granted--> CONNECTED (new lease_id, generation + 1)   (unless renew=False: LOST is final)
     any --close()--> CLOSED
 
 After LOST -> CONNECTED the lost lease is revoked (best effort), in case delayed keep-alives refreshed it after all.
@@ -58,15 +58,19 @@ SessionListener = Callable[[SessionEvent], Awaitable[None] | None]
 
 
 class Session:
-    """The client's lease and its keep-alive loop. Obtain it with :meth:`coord.AsyncClient.session`.
+    """A lease and its keep-alive loop. :meth:`coord.AsyncClient.session` gives the client's shared session;
+    :meth:`coord.AsyncClient.new_session` a session of its own.
 
     ``ttl`` is the requested lease TTL in seconds (the server may raise it to its minimum). Keep-alives are sent every
-    third of the granted TTL. ``lease_id`` changes only on LOST -> CONNECTED (``generation`` counts leases).
+    third of the granted TTL. ``lease_id`` changes only on LOST -> CONNECTED (``generation`` counts leases). With
+    ``renew=False`` no new lease is granted after LOST: the session ends there (for a holding that must end with its
+    lease).
     """
 
-    def __init__(self, client: LeaseMixin, ttl: int) -> None:
+    def __init__(self, client: LeaseMixin, ttl: int, *, renew: bool = True) -> None:
         self._client = client
         self.ttl = ttl
+        self.renew = renew
         self.lease_id = 0
         self.granted_ttl = 0
         self.generation = 0
@@ -78,6 +82,7 @@ class Session:
         self._task: asyncio.Task[None] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()  # cuts the keep-alive loop's sleep short (set by check())
 
     async def _start(self) -> None:
         await self._grant()
@@ -121,16 +126,23 @@ class Session:
             if event.new is SessionState.CLOSED:
                 return
 
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(seconds, 0))
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if self.state is SessionState.LOST:
+                if not self.renew:
+                    return
                 lost_lease = self.lease_id
                 try:
                     await self._grant()
                 except CoordError as exc:
                     log.warning("session: granting a new lease failed: %s", exc)
-                    await asyncio.sleep(0.5)
+                    await self._sleep(0.5)
                     continue
                 self._transition(SessionState.CONNECTED)
                 # Keep-alives held up in the network may still have refreshed the lease we declared lost; revoke it
@@ -153,12 +165,39 @@ class Session:
                 if self.state is SessionState.CONNECTED:
                     log.warning("session lease %x: keep-alive failed: %s", self.lease_id, exc)
                     self._transition(SessionState.SUSPENDED)
-                await asyncio.sleep(max(min(0.1, self.deadline - loop.time()), 0))
+                await self._sleep(min(0.1, self.deadline - loop.time()))
                 continue
-            self.deadline = now + result.ttl
+            if self.state is SessionState.LOST:
+                continue  # check() saw the lease gone meanwhile
+            self.deadline = max(self.deadline, now + result.ttl)
             if self.state is SessionState.SUSPENDED:
                 self._transition(SessionState.CONNECTED)
-            await asyncio.sleep(max(self.granted_ttl / 3 - (loop.time() - now), 0))
+            await self._sleep(self.granted_ttl / 3 - (loop.time() - now))
+
+    async def check(self, timeout: float | None = None) -> SessionState:
+        """Probe the lease now rather than at the next keep-alive (up to a third of the TTL away), and return the
+        state after the probe: LOST at once when the server says the lease is gone (revoked, or expired), CONNECTED
+        when it answered. Use it before work that must not start on a lease that is already gone.
+
+        A failure to reach any member changes nothing (the keep-alive loop decides, by the local deadline) and is
+        raised: UnavailableError, DeadlineExceededError, ...
+        """
+        if self.state not in (SessionState.CONNECTED, SessionState.SUSPENDED):
+            return self.state
+        loop = asyncio.get_running_loop()
+        lease_id, sent = self.lease_id, loop.time()
+        try:
+            result = await self._client.keep_alive_once(lease_id, timeout=timeout)
+        except LeaseNotFoundError:
+            if self.lease_id == lease_id and self.state in (SessionState.CONNECTED, SessionState.SUSPENDED):
+                self._transition(SessionState.LOST)
+                self._wake.set()  # the loop grants the next lease (or ends) now
+            return self.state
+        if self.lease_id == lease_id and self.state in (SessionState.CONNECTED, SessionState.SUSPENDED):
+            self.deadline = max(self.deadline, sent + result.ttl)
+            if self.state is SessionState.SUSPENDED:
+                self._transition(SessionState.CONNECTED)
+        return self.state
 
     async def _revoke_quietly(self, lease_id: int) -> None:
         with contextlib.suppress(CoordError):

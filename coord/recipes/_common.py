@@ -102,12 +102,22 @@ def name_bytes(name: NameLike, what: str = "name") -> bytes:
     return raw
 
 
+RESERVED = b"coord"
+"""The barrier, queue and registry recipes keep their keys under ``coord/<kind>/<name>/``: a lock, semaphore or
+election named ``coord`` or ``coord/...`` would count those keys as its own waiters, so such names are refused."""
+
+
 def prefix_of(name: NameLike) -> bytes:
     """The key prefix of a recipe named ``name``: ``name + "/"`` (one trailing slash; etcd's convention, so that
-    ``etcdctl lock`` and ``etcdctl elect`` on the same name interoperate)."""
+    ``etcdctl lock`` and ``etcdctl elect`` on the same name interoperate). Every key under the prefix takes part, so
+    a lock and an election must not share a name, as with etcd's own recipes.
+
+    Raises ValueError for an empty name and for ``coord`` and ``coord/...`` (see :data:`RESERVED`)."""
     raw = name_bytes(name).rstrip(b"/")
     if not raw:
         raise ValueError("name must contain something other than '/'")
+    if raw == RESERVED or raw.startswith(RESERVED + b"/"):
+        raise ValueError(f"name {name!r} is reserved: the keys under 'coord/' belong to coord's queues and registry")
     return raw + b"/"
 
 
@@ -158,11 +168,12 @@ def spawn(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
 Callback = Callable[[E], Awaitable[None] | None]
 
 
-def in_thread(callback: Callable[[E], object]) -> Callable[[E], Awaitable[None]]:
-    """A callback for the async recipes that runs the blocking ``callback`` in a worker thread."""
+def in_thread(callback: Callable[..., object]) -> Callable[..., Awaitable[None]]:
+    """A callback for the async recipes that runs the blocking ``callback`` in a worker thread, so that it may call
+    the blocking client (whose loop would deadlock if the callback ran in it)."""
 
-    async def run(arg: E) -> None:
-        await asyncio.to_thread(callback, arg)
+    async def run(*args: Any) -> None:
+        await asyncio.to_thread(callback, *args)
 
     return run
 

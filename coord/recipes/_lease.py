@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
-from coord.client import AsyncClient, SessionEvent, SessionState
-from coord.errors import ClientClosedError, CoordError, LeaseNotFoundError
+from coord.client import AsyncClient, Session, SessionEvent, SessionState
+from coord.errors import CoordError
 from coord.recipes._common import spawn
 
 __all__ = ["LeaseScope", "open_scope"]
@@ -96,71 +95,34 @@ class _SessionScope(LeaseScope):
 
 
 class _OwnLeaseScope(LeaseScope):
-    def __init__(self, client: AsyncClient, lease_id: int, ttl: int, deadline: float) -> None:
-        super().__init__(client, lease_id)
-        self._ttl = ttl
-        self._deadline = deadline  # loop time before which the lease cannot have expired
-        self._task: asyncio.Task[None] | None = None
-        self._lease_gone = False
+    """A holding on a session of its own that ends at LOST (``renew=False``): the session's keep-alive loop and
+    its rule for declaring the lease lost, with no second copy here."""
 
-    def start(self) -> None:
-        self._task = spawn(self._keep_alive(), name=f"coord-recipe-lease-{self.lease_id:x}")
+    def __init__(self, client: AsyncClient, session: Session) -> None:
+        super().__init__(client, session.lease_id)
+        self._session = session
+        self._remove = session.add_listener(self._on_event)
+        if session.state not in _ALIVE:
+            self._lose(f"lease {self.lease_id:x} is {session.state.value}")
 
-    async def _keep_alive(self) -> None:
-        loop = asyncio.get_running_loop()
-        interval = self._ttl / 3
-        await asyncio.sleep(interval)
-        while True:
-            now = loop.time()
-            if now >= self._deadline:
-                self._lease_gone = True
-                self._lose(f"lease {self.lease_id:x}: no keep-alive was answered within its {self._ttl}s TTL")
-                return
-            try:
-                result = await self.client.keep_alive_once(
-                    self.lease_id, timeout=max(min(interval, self._deadline - now), 0.05)
-                )
-            except LeaseNotFoundError:
-                self._lease_gone = True
-                self._lose(f"lease {self.lease_id:x} was revoked or has expired")
-                return
-            except ClientClosedError:
-                self._lose("the client was closed")
-                return
-            except CoordError as exc:
-                log.info("keep-alive of lease %x failed: %s", self.lease_id, exc)
-                await asyncio.sleep(max(min(0.1, self._deadline - loop.time()), 0))
-                continue
-            self._deadline = now + result.ttl
-            await asyncio.sleep(max(interval - (loop.time() - now), 0))
+    def _on_event(self, event: SessionEvent) -> None:
+        if event.new is SessionState.LOST:
+            self._lose(f"lease {self.lease_id:x} was revoked, has expired, or no keep-alive was answered in its TTL")
+        elif event.new is SessionState.CLOSED:
+            self._lose("the lease's session was closed (the client was closed)")
 
     async def close(self, key: bytes | None) -> None:
+        self._remove()
         self._subscribers.clear()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._lease_gone:
-            return
-        # Revoking deletes the key with the lease. If it fails, the lease expires on its own within its TTL.
-        try:
-            await self.client.revoke(self.lease_id, timeout=max(self._ttl, 2))
-        except LeaseNotFoundError:
-            pass
-        except CoordError as exc:
-            log.warning("revoking lease %x failed (%s); it expires within %ss", self.lease_id, exc, self._ttl)
+        # Revoking deletes the key with the lease. If that fails, the lease expires on its own within its TTL.
+        await self._session.close(revoke=True)
 
 
 async def open_scope(client: AsyncClient, ttl: int | None) -> LeaseScope:
     """A scope on the client's session (``ttl`` None; waits while the session is re-granting a lost lease) or on a
     new lease of ``ttl`` seconds. Raises the errors of lease grant; bound it with a timeout."""
-    loop = asyncio.get_running_loop()
     if ttl is not None:
-        sent = loop.time()
-        grant = await client.grant(ttl)
-        own = _OwnLeaseScope(client, grant.id, grant.ttl, sent + grant.ttl)
-        own.start()
-        return own
+        return _OwnLeaseScope(client, await client.new_session(ttl, renew=False))
     session = await client.session()
     while session.state not in _ALIVE:
         if session.state is SessionState.CLOSED:

@@ -1,8 +1,7 @@
 """Helpers shared by the barrier, queue, registry and config recipes: key naming, timeouts, running the async core
 from the blocking facade, sequential callback delivery, and a prefix watch that survives failures.
 
-Everything here is built on coord.client's public API. The one exception is :func:`run_sync`, which runs a coroutine
-in a blocking :class:`coord.Client`'s private event loop (see its docstring).
+Everything here is built on coord.client's public API.
 """
 
 from __future__ import annotations
@@ -17,6 +16,15 @@ from typing import Any, TypeVar
 
 from coord.client import AsyncClient, Client, Watcher, WatchEvent
 from coord.errors import ClientClosedError, CoordError
+from coord.recipes._common import in_thread
+from coord.recipes._errors import (
+    BarrierTimeout,
+    ClaimLost,
+    ConfigInvalid,
+    DiscoveryTimeout,
+    NoInstanceAvailable,
+    QueueEmpty,
+)
 
 __all__ = [
     "ROOT",
@@ -48,36 +56,6 @@ ROOT = "coord/"
 _NAME = re.compile(r"^[^/\x00-\x1f\x7f]{1,200}$")
 
 
-# --- errors (exported from coord; the timeouts are also TimeoutErrors) ------------------------------------------
-
-
-class BarrierTimeout(CoordError, TimeoutError):
-    """A barrier's ``wait``, or a double barrier's ``enter`` or ``leave``, did not finish within its timeout. A double
-    barrier participant that timed out has withdrawn its key, so it blocks nobody."""
-
-
-class QueueEmpty(CoordError, TimeoutError):
-    """A queue's ``get`` found no visible item within its timeout."""
-
-
-class ClaimLost(CoordError):
-    """``ack``/``nack`` of a queue item this consumer no longer holds: its lease expired (or was revoked) and the item
-    was returned to the queue, so it has been or will be delivered again. Nothing was applied."""
-
-
-class DiscoveryTimeout(CoordError, TimeoutError):
-    """``wait_ready`` did not see enough instances that are up within its timeout."""
-
-
-class NoInstanceAvailable(CoordError, LookupError):
-    """``pick`` found no registered instance of the service that is up (none registered, or all draining)."""
-
-
-class ConfigInvalid(CoordError, ValueError):
-    """A configuration read from the store does not fit its model (bad JSON/YAML, a missing required field, a value
-    of the wrong type, or the model's own validation failed). The message names the key or field."""
-
-
 def validate_name(name: object, what: str = "name") -> str:
     """``name`` when it is a usable recipe name: 1-200 characters, no ``/`` and no control characters (a ``/``
     would let one recipe's keys fall inside another's prefix). Raises TypeError / ValueError otherwise."""
@@ -103,22 +81,8 @@ def async_client_of(client: AsyncClient | Client) -> AsyncClient:
 
 
 def run_sync(client: Client, coro: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
-    """Run ``coro`` in the event loop of the blocking ``client`` and return its result (its exception is raised).
-
-    The blocking recipe facades use this, exactly as :class:`coord.Client` forwards its own calls; it is the only
-    place the recipes reach into the client's private loop runner (coord.client has no public "run in my loop").
-    """
-    return client._runner.run(coro, timeout)
-
-
-def in_thread(callback: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
-    """A coroutine function running the blocking ``callback`` in a worker thread, so that it may call the blocking
-    client (whose loop would deadlock if the callback ran in it)."""
-
-    async def run(*args: Any) -> None:
-        await asyncio.to_thread(callback, *args)
-
-    return run
+    """Run ``coro`` in the event loop of the blocking ``client`` and return its result (its exception is raised)."""
+    return client.run(coro, timeout)
 
 
 async def invoke(callback: Callable[..., Any], *args: Any) -> None:

@@ -79,9 +79,9 @@ class QueueStats:
 class QueueItem:
     """An item claimed by :meth:`Queue.get`. Process it, then :meth:`ack` it (or :meth:`nack` it).
 
-    Used as an async context manager it acks on success and nacks when the body raises (the exception propagates)::
+    Example::
 
-        async with await jobs.get() as item:
+        async with await jobs.get() as item:   # acks on success; nacks when the body raises (the error propagates)
             await handle(item.value)
 
     Attributes: ``value`` (the payload as it was put: bytes, str or a JSON value), ``id`` (stable for the item's

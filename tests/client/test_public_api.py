@@ -33,14 +33,25 @@ def test_sync_client_mirrors_the_async_client() -> None:
     assert coord.Client.get.__doc__ == coord.AsyncClient.get.__doc__
 
 
-RECIPE_FACTORIES = ("lock", "rwlock", "semaphore", "election", "elected", "counter", "stm")
+RECIPE_FACTORIES = (
+    "lock", "rwlock", "semaphore", "election", "elected", "counter", "stm",
+    "barrier", "double_barrier", "queue", "register", "discover", "config", "on_change",
+)  # fmt: skip
 
 
 def test_recipe_factories_exist_on_both_clients_and_the_module() -> None:
+    import inspect
+
     for name in RECIPE_FACTORIES:
         assert callable(getattr(coord.AsyncClient, name)), name
         assert callable(getattr(coord.Client, name)), name
         assert callable(getattr(coord, name)), name
+        # One parameter list for the three forms (the clients' first parameter is self).
+        async_params = list(inspect.signature(getattr(coord.AsyncClient, name)).parameters)[1:]
+        sync_params = list(inspect.signature(getattr(coord.Client, name)).parameters)[1:]
+        assert async_params == sync_params, name
+        if name not in ("elected", "stm"):
+            assert list(inspect.signature(getattr(coord, name)).parameters) == async_params, name
     assert callable(coord.leadership)
 
 
@@ -55,15 +66,25 @@ def test_recipe_errors_are_coord_errors() -> None:
         coord.NotLeader,
         coord.LeadershipLost,
         coord.TransactionConflict,
+        coord.BarrierTimeout,
+        coord.QueueEmpty,
+        coord.ClaimLost,
+        coord.DiscoveryTimeout,
+        coord.NoInstanceAvailable,
+        coord.ConfigInvalid,
     ):
         assert issubclass(error, CoordError), error
-    assert issubclass(coord.LockTimeout, TimeoutError) and issubclass(coord.ElectionTimeout, TimeoutError)
+    for timeout in (coord.LockTimeout, coord.ElectionTimeout, coord.BarrierTimeout, coord.QueueEmpty,
+                    coord.DiscoveryTimeout):  # fmt: skip
+        assert issubclass(timeout, TimeoutError), timeout
     assert issubclass(coord.LeadershipLost, coord.NotLeader)
 
 
 def test_recipe_classes_open_with_a_usage_example() -> None:
     for cls in (coord.Lock, coord.SyncLock, coord.RWLock, coord.Semaphore, coord.Election, coord.SyncElection,
-                coord.Leadership, coord.SyncLeadership, coord.Counter, coord.STMTransaction):  # fmt: skip
+                coord.Leadership, coord.SyncLeadership, coord.Counter, coord.STMTransaction, coord.Barrier,
+                coord.DoubleBarrier, coord.Queue, coord.QueueItem, coord.Registration, coord.ServiceView, coord.Config,
+                coord.ChangeHook):  # fmt: skip
         assert "Example::" in (cls.__doc__ or ""), cls
 
 

@@ -107,3 +107,45 @@ def test_close_revokes_the_lease(backend: Backend) -> None:
         assert client.get("mine").kv is None
         with pytest.raises(SessionLostError):
             session.ensure_alive()
+
+
+def test_check_notices_a_revoked_lease_at_once_and_the_session_renews(backend: Backend) -> None:
+    backend.require("lease")
+    with coord.connect(backend.endpoint, timeout=3) as client:
+        session = client.session(ttl=60)  # the next keep-alive is 20 s away: only check() can notice in time
+        first = session.lease_id
+        assert session.check() is SessionState.CONNECTED
+        client.revoke(first)
+        assert session.check() is SessionState.LOST
+        session.wait_for(SessionState.CONNECTED, timeout=10)  # the loop renews at once, not after its sleep
+        assert session.lease_id != first and session.generation == 2
+        assert client.time_to_live(session.lease_id).ttl > 0
+
+
+def test_a_new_session_without_renew_ends_at_lost(backend: Backend) -> None:
+    backend.require("lease")
+    events: list[SessionEvent] = []
+    with coord.connect(backend.endpoint, timeout=3) as client:
+        shared = client.session(ttl=TTL)
+        own = client.new_session(ttl=TTL, renew=False)
+        assert own.lease_id != shared.lease_id and own.state is SessionState.CONNECTED
+        own.add_listener(events.append)
+        client.revoke(own.lease_id)
+        assert own.check() is SessionState.LOST
+        time.sleep(0.5)  # give a (wrong) renewal the chance to happen
+        assert own.state is SessionState.LOST and own.generation == 1
+        with pytest.raises(SessionLostError):
+            own.ensure_alive()
+        assert shared.state is SessionState.CONNECTED  # the client's session is untouched
+        renewed = client.new_session(ttl=TTL)
+        lease = renewed.lease_id
+    # Closing the client closed its own sessions, revoking their leases.
+    with coord.connect(backend.endpoint, timeout=3) as admin:
+        assert admin.time_to_live(lease).ttl == -1
+    deadline = time.monotonic() + 5
+    while len(events) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [(e.old, e.new) for e in events] == [
+        (SessionState.CONNECTED, SessionState.LOST),
+        (SessionState.LOST, SessionState.CLOSED),
+    ]

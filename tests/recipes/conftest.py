@@ -26,7 +26,7 @@ from coord.testing import start_coord_server, start_etcd
 from tests.client.conftest import COORD_FEATURES, ETCD_FEATURES, Backend, backend
 from tests.conftest import require_etcd
 
-__all__ = ["Backend", "Workers", "backend", "server", "workers"]
+__all__ = ["Backend", "Workers", "backend", "default_client_for", "server", "workers"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,6 +104,18 @@ def server(_module_server: Backend) -> Iterator[Backend]:
             with contextlib.suppress(LeaseNotFoundError):  # expired meanwhile
                 admin.revoke(lease_id)
         admin.delete(b"\0", from_key=True)
+
+
+@pytest.fixture
+def default_client_for(server: Backend) -> Iterator[coord.Client]:
+    """``server``'s blocking client installed as coord's default client (``coord.lock(...)`` and friends use it)."""
+    client = coord.connect(server.endpoint, timeout=5)
+    previous = coord.set_default_client(client)
+    try:
+        yield client
+    finally:
+        coord.set_default_client(previous)
+        client.close()
 
 
 @pytest.fixture

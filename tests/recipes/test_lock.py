@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -185,17 +184,6 @@ def test_lost_when_session_lease_is_revoked_sync_form(server: Backend) -> None:
         assert called.wait(10)
         with a.lock("jobs", timeout=15) as again:
             assert again.token > first_token
-
-
-@pytest.fixture
-def default_client_for(server: Backend) -> Iterator[coord.Client]:
-    client = coord.connect(server.endpoint, timeout=5)
-    previous = coord.set_default_client(client)
-    try:
-        yield client
-    finally:
-        coord.set_default_client(previous)
-        client.close()
 
 
 def test_module_level_lock_async_with_is_cancelled_when_its_key_is_deleted(
