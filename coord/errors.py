@@ -16,6 +16,7 @@ import grpc
 
 __all__ = [
     "AuthFailedError",
+    "AuthOldRevisionError",
     "ClientClosedError",
     "CompactedError",
     "CoordError",
@@ -133,6 +134,11 @@ class AuthFailedError(EtcdError):
     """``etcdserver: authentication failed, invalid user ID or password``."""
 
 
+class AuthOldRevisionError(EtcdError):
+    """``etcdserver: revision of auth store is old``: users or roles changed after the token was issued. The
+    client authenticates again and repeats the call, as etcd's clientv3 does."""
+
+
 class TooManyRequestsError(UnavailableError):
     """``etcdserver: too many requests``."""
 
@@ -207,6 +213,31 @@ BAD_LEADER_TRANSFEREE = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: bad leade
 NOT_LEADER = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: not leader", EtcdError)
 NOT_CAPABLE = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: not capable", EtcdError)
 MALFORMED_REQUEST = ErrorSpec(_C.INVALID_ARGUMENT, "coord: the request could not be decoded", EtcdError)
+# Auth management (etcd 3.4's codes and messages).
+ROOT_USER_MISSING = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: root user does not exist", EtcdError)
+ROOT_ROLE_MISSING = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: root user does not have root role", EtcdError)
+USER_ALREADY_EXISTS = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: user name already exists", EtcdError)
+USER_EMPTY = ErrorSpec(_C.INVALID_ARGUMENT, "etcdserver: user name is empty", EtcdError)
+USER_NOT_FOUND = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: user name not found", EtcdError)
+ROLE_ALREADY_EXISTS = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: role name already exists", EtcdError)
+ROLE_NOT_FOUND = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: role name not found", EtcdError)
+ROLE_EMPTY = ErrorSpec(_C.INVALID_ARGUMENT, "etcdserver: role name is empty", EtcdError)
+PERMISSION_NOT_GIVEN = ErrorSpec(_C.INVALID_ARGUMENT, "etcdserver: permission not given", EtcdError)
+ROLE_NOT_GRANTED = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: role is not granted to the user", EtcdError)
+PERMISSION_NOT_GRANTED = ErrorSpec(
+    _C.FAILED_PRECONDITION, "etcdserver: permission is not granted to the role", EtcdError
+)
+AUTH_NOT_ENABLED = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: authentication is not enabled", EtcdError)
+INVALID_AUTH_MGMT = ErrorSpec(_C.INVALID_ARGUMENT, "etcdserver: invalid auth management", EtcdError)
+AUTH_OLD_REVISION = ErrorSpec(
+    _C.INVALID_ARGUMENT, "etcdserver: revision of auth store is old", AuthOldRevisionError
+)
+# etcd 3.4 sends this one untranslated (code UNKNOWN, the auth package's own text); clients see exactly that.
+NO_PASSWORD_USER = ErrorSpec(
+    _C.UNKNOWN, "auth: authentication failed, password was given for no password user", EtcdError
+)
+# coord's own: user and role names are LMDB keys, whose length LMDB bounds (etcd has no such limit).
+NAME_TOO_LONG = ErrorSpec(_C.INVALID_ARGUMENT, "coord: user or role name is longer than 400 bytes", EtcdError)
 
 _BY_MESSAGE: dict[str, ErrorSpec] = {
     spec.message: spec for spec in list(globals().values()) if isinstance(spec, ErrorSpec)

@@ -7,8 +7,9 @@ and the call is retried there if :mod:`coord.client._retry` says that is safe. E
 client's ``timeout`` unless overridden per call) that bounds all its attempts together.
 
 With ``user``/``password``, the transport authenticates before the first call and sends the token as the ``token``
-metadata entry; when a server answers ``invalid auth token`` (expired, or issued by a restarted member) it
-authenticates again and repeats the call once more.
+metadata entry; when a server answers ``invalid auth token`` (expired, or issued by a restarted member) or
+``revision of auth store is old`` (users or roles changed since the token was issued) it authenticates again and
+repeats the call.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from coord.client import _tracing
 from coord.client._retry import RetryKind, is_retryable, should_fail_over
 from coord.errors import (
+    AuthOldRevisionError,
     ClientClosedError,
     DeadlineExceededError,
     EtcdError,
@@ -246,7 +248,7 @@ class Transport:
                         err = rpc_error(exc)
                         if address is None and should_fail_over(err):
                             self.fail_over(ep)
-                        if isinstance(err, InvalidAuthTokenError):
+                        if isinstance(err, InvalidAuthTokenError | AuthOldRevisionError):
                             await self.authenticate(ep, token, deadline)
                         raise err from None
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover

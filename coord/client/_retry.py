@@ -18,6 +18,7 @@ import enum
 import grpc
 
 from coord.errors import (
+    AuthOldRevisionError,
     DeadlineExceededError,
     EtcdError,
     InvalidAuthTokenError,
@@ -47,7 +48,7 @@ _NOT_SENT_MARKERS = (
 
 def not_sent(err: EtcdError) -> bool:
     """True when ``err`` proves the request was not applied by any server."""
-    if isinstance(err, NoLeaderError | TooManyRequestsError | InvalidAuthTokenError):
+    if isinstance(err, NoLeaderError | TooManyRequestsError | InvalidAuthTokenError | AuthOldRevisionError):
         return True
     if err.code == grpc.StatusCode.UNAVAILABLE and not err.details.startswith("etcdserver:"):
         details = err.details.lower()
@@ -60,7 +61,7 @@ def is_retryable(err: BaseException, kind: RetryKind) -> bool:
     if not isinstance(err, EtcdError):
         return False
     if kind is RetryKind.SAFE:
-        return isinstance(err, UnavailableError | InvalidAuthTokenError)
+        return isinstance(err, UnavailableError | InvalidAuthTokenError | AuthOldRevisionError)
     return not_sent(err)
 
 

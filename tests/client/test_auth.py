@@ -62,3 +62,52 @@ def test_wrong_password_and_missing_credentials(auth_etcd: ServerProcess) -> Non
         client.get("secret")
     with coord.connect(auth_etcd.endpoint, timeout=5) as anonymous, pytest.raises(EtcdError):
         anonymous.put("secret", "v")
+
+
+def _rsa_keys(directory: Path) -> tuple[Path, Path]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    directory.mkdir(parents=True, exist_ok=True)
+    private, public = directory / "jwt.key", directory / "jwt.pub"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return private, public
+
+
+@pytest.mark.parametrize("kind", ["etcd", "coord"])
+def test_a_token_older_than_the_auth_store_is_renewed(tmp_path: Path, kind: str) -> None:
+    # A JWT token carries the auth store revision it was issued at; once users or roles change, the server answers
+    # "revision of auth store is old" and the client must authenticate again (as clientv3 does), invisibly.
+    private, public = _rsa_keys(tmp_path / "keys")
+    args = ["--auth-token", f"jwt,pub-key={public},priv-key={private},sign-method=RS256"]
+    if kind == "etcd":
+        require_etcd()
+        server = start_etcd(tmp_path / "etcd", extra_args=args)
+    else:
+        server = start_coord_server(tmp_path / "coord", extra_args=[*args, "--bcrypt-cost", "4"])
+    try:
+        ep = server.endpoint
+        for command in (
+            ["user", "add", "root:rootpw"],
+            ["user", "add", "app:apppw"],
+            ["role", "add", "app-role"],
+            ["role", "grant-permission", "app-role", "--prefix=true", "readwrite", "app/"],
+            ["user", "grant-role", "app", "app-role"],
+            ["auth", "enable"],
+        ):
+            _etcdctl(ep, *command)  # auth is off until the last one
+        with coord.connect(ep, user="app", password="apppw", timeout=5) as client:
+            client.put("app/one", "1")
+            first_token = client.async_client._transport.token
+            _etcdctl(ep, "--user", "root:rootpw", "role", "add", "other-role")  # the auth store's revision moves on
+            client.put("app/two", "2")
+            assert client.get("app/two").value == b"2"
+            assert client.async_client._transport.token not in (None, first_token)
+    finally:
+        server.stop()
