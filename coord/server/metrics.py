@@ -139,6 +139,7 @@ class Metrics:
             registry=self.registry,
         )
         self._in_flight: dict[str, int] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._callbacks = _CallbackCollector()
         self.registry.register(self._callbacks)
         self.gauge_callback(WATCH_STREAMS, "Total number of watch streams.", lambda: self.in_flight(_WATCH_METHOD))
@@ -180,14 +181,22 @@ class Metrics:
         return _GrpcMetricsInterceptor(self)
 
     def _begin(self, method: str, labels: tuple[str, str, str]) -> float:
-        self._started.labels(*labels).inc()
+        self._child(self._started, labels).inc()
         self._in_flight[method] = self._in_flight.get(method, 0) + 1
         return time.perf_counter()
 
     def _end(self, method: str, labels: tuple[str, str, str], started: float, code: grpc.StatusCode) -> None:
         self._in_flight[method] -= 1
-        self._handled.labels(*labels, _CODE_NAMES.get(code, "Unknown")).inc()
-        self._handling.labels(*labels).observe(time.perf_counter() - started)
+        self._child(self._handled, (*labels, _CODE_NAMES.get(code, "Unknown"))).inc()
+        self._child(self._handling, labels).observe(time.perf_counter() - started)
+
+    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
+        """``metric.labels(*labels)``, looked up once per label set (prometheus-client's lookup locks and hashes)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
 
 def _final_code(context: Any, error: BaseException | None) -> grpc.StatusCode:
@@ -232,6 +241,9 @@ class _CodeRecorder:
 class _GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        # method -> (the handler the chain answered, its wrapped form): the chain answers the same handler object for
+        # a method call after call, so the wrapping is built once, not on every call (the hot path).
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -242,6 +254,9 @@ class _GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
         if handler is None:
             return handler  # type: ignore[return-value]  # unknown method: grpc answers UNIMPLEMENTED itself
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]  # type: ignore[no-any-return]
         _, service, name = method.split("/", 2)
         if handler.request_streaming and handler.response_streaming:
             kind, factory, behavior = "bidi_stream", grpc.stream_stream_rpc_method_handler, handler.stream_stream
@@ -251,12 +266,13 @@ class _GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
             kind, factory, behavior = "server_stream", grpc.unary_stream_rpc_method_handler, handler.unary_stream
         else:
             kind, factory, behavior = "unary", grpc.unary_unary_rpc_method_handler, handler.unary_unary
-        wrapped = self._wrap(behavior, method, (kind, service, name))
-        return factory(
-            wrapped,
+        wrapped = factory(
+            self._wrap(behavior, method, (kind, service, name)),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     def _wrap(self, behavior: Any, method: str, labels: tuple[str, str, str]) -> Any:
         metrics = self._metrics
