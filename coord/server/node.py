@@ -67,6 +67,9 @@ _TRIM_PER_BATCH = 1_000
 # Requests that can grow the store, checked against the backend quota before they are proposed.
 _GROWING_KINDS = frozenset({Kind.PUT, Kind.TXN, Kind.LEASE_GRANT})
 _MAX_CATCH_UP_ENTRIES = 5_000
+# Proposals waiting in one loop turn go to Raft as one message of at most this many bytes (one larger entry goes alone),
+# the size of one append message.
+_PROPOSAL_BATCH_BYTES = 1 << 20
 
 # Called on the event loop with (revision, events) for every applied change, in revision order.
 ChangeListener = Callable[[int, list[Event]], None]
@@ -408,15 +411,17 @@ class Node:
             raw.transfer_leader(self._transfer_to)
             self._transfer_to = 0
         proposals, self._proposals = self._proposals, []
-        for request_id, data, future in proposals:
-            if future.done():
+        batch: list[tuple[int, bytes, asyncio.Future[Result]]] = []
+        size = 0
+        for proposal in proposals:
+            if proposal[2].done():
                 continue
-            try:
-                raw.propose(data)
-            except ProposalDropped as dropped:
-                self.proposals_failed += 1
-                future.set_result(Rejected(_dropped_spec(dropped)))
-                self._waiters.pop(request_id, None)
+            if batch and size + len(proposal[1]) > _PROPOSAL_BATCH_BYTES:
+                self._propose_batch(raw, batch)
+                batch, size = [], 0
+            batch.append(proposal)
+            size += len(proposal[1])
+        self._propose_batch(raw, batch)
         conf_proposals, self._conf_proposals = self._conf_proposals, []
         for cc, conf_future in conf_proposals:
             if conf_future.done():
@@ -439,6 +444,19 @@ class Node:
                         read.set_exception(Rejected(_dropped_spec(dropped)))
             else:
                 self._reads_in_flight[ctx] = _ReadBatch(reads)
+
+    def _propose_batch(self, raw: RawNode, batch: list[tuple[int, bytes, asyncio.Future[Result]]]) -> None:
+        """Hand the waiting proposals to Raft as one message (one append and one broadcast, or one forward)."""
+        if not batch:
+            return
+        try:
+            raw.propose_batch([data for _, data, _ in batch])
+        except ProposalDropped as dropped:
+            refusal = Rejected(_dropped_spec(dropped))
+            for request_id, _, future in batch:
+                self.proposals_failed += 1
+                future.set_result(refusal)
+                self._waiters.pop(request_id, None)
 
     async def _handle_ready(self, raw: RawNode, rd: Ready) -> None:
         loop = asyncio.get_running_loop()

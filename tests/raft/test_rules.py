@@ -579,6 +579,36 @@ def test_follower_forwards_proposals_and_reads_to_the_leader() -> None:
     assert net.nodes[2].read_states[-1].index == leader.log.committed
 
 
+def test_a_batch_of_proposals_is_one_message_and_keeps_its_order() -> None:
+    net = cluster()
+    leader = elect(net)
+    follower = net.nodes[2]
+    take(follower)
+    follower_node = RawNode.__new__(RawNode)
+    follower_node.raft = follower  # the batch API on the follower's state machine
+    follower_node.propose_batch([b"a", b"b", b"c"])
+    forwarded = take(follower, MT.PROP)
+    assert len(forwarded) == 1 and [e.data for e in forwarded[0].entries] == [b"a", b"b", b"c"]
+    delivered = len(net.delivered)
+    net.step(1, forwarded[0])
+    first = leader.log.last_index() - 2
+    assert [e.data for e in leader.log.slice(first, first + 3)] == [b"a", b"b", b"c"]
+    appends = [m for m in net.delivered[delivered:] if m.type == MT.APP and m.to == 2 and m.entries]
+    assert len(appends) == 1 and [e.data for e in appends[0].entries] == [b"a", b"b", b"c"]
+    assert follower.log.last_index() == leader.log.last_index()
+    RawNode.propose_batch(follower_node, [])  # nothing to propose: no message
+    assert not take(follower, MT.PROP)
+
+
+def test_a_batch_without_leader_is_dropped_whole() -> None:
+    node = RawNode(Config(id=1, rng=random.Random(1)), storage_with([1, 2, 3]))
+    before = node.raft.log.last_index()
+    with pytest.raises(ProposalDropped) as err:
+        node.propose_batch([b"x", b"y"])
+    assert err.value.reason == "no leader"
+    assert node.raft.log.last_index() == before
+
+
 def test_proposal_without_leader_is_dropped_with_no_leader() -> None:
     node = RawNode(Config(id=1, rng=random.Random(1)), storage_with([1, 2, 3]))
     with pytest.raises(ProposalDropped) as err:

@@ -128,6 +128,13 @@ class RawNode:
         progress, ...). Success does not guarantee commitment: watch the committed entries."""
         self.raft.step(Message(MessageType.PROP, from_=self.raft.id, entries=[Entry(data=data)]))
 
+    def propose_batch(self, batch: list[bytes]) -> None:
+        """Propose several entries in one message, in order: one append and one broadcast on a leader, one forwarded
+        message on a follower. Either all are taken or ProposalDropped is raised for all (same reasons as
+        ``propose``); keep a batch to a size a peer message may carry."""
+        if batch:
+            self.raft.step(Message(MessageType.PROP, from_=self.raft.id, entries=[Entry(data=d) for d in batch]))
+
     def propose_conf_change(self, cc: ConfChange) -> None:
         """Propose a membership change. Raises ProposalDropped like ``propose``, and also when a previous change
         is not applied yet or the change would leave no voter (only checked on the leader)."""
