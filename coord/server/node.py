@@ -110,6 +110,9 @@ class _Round:
     committed: list[Entry]
     compact_to: int
     compact_conf: ConfState | None
+    # Whether the commit must be on disk before messages go out: new entries, a new term or vote, a snapshot (Raft's
+    # rule). Otherwise the round only applies entries already durable in the log, and a power loss may undo it.
+    must_sync: bool = True
     applied: list[Applied] = field(default_factory=list)
     conf_changes: list[tuple[int, ConfChange]] = field(default_factory=list)
     members_changed: bool = False
@@ -472,6 +475,7 @@ class Node:
             committed=rd.committed_entries,
             compact_to=0,
             compact_conf=None,
+            must_sync=rd.must_sync or rd.snapshot is not None,
         )
         self._plan_compaction(raw, round_)
         if rd.entries or rd.hard_state is not None or rd.snapshot is not None or rd.committed_entries:
@@ -554,7 +558,7 @@ class Node:
 
     def _commit(self, round_: _Round) -> None:
         """On the commit thread: persist and apply one Ready in one LMDB write transaction (one fsync)."""
-        with self.backend.write() as txn:
+        with self.backend.write(durable=round_.must_sync) as txn:
             if round_.snapshot is not None and round_.snapshot_path is not None:
                 install_state(self.backend, txn, round_.snapshot_path)
             self.storage.persist(txn, round_.entries, round_.hard_state, round_.snapshot)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -91,7 +93,11 @@ class Backend:
             # Readers are not bound to OS threads, so asyncio code may open read txns freely.
             lock=True,
             readahead=False,
-            metasync=True,
+            # A commit flushes the data pages, then writes the meta page that makes them current; with metasync off
+            # that last write is left to the next commit's flush (or to write(durable=True)'s explicit sync). The
+            # file stays consistent whatever happens (LMDB's MDB_NOMETASYNC contract); a power loss may only undo
+            # the last commit, which is why every commit that must be durable is synced explicitly.
+            metasync=False,
             sync=True,
         )
         self.meta = self.env.open_db(DB_META)
@@ -118,9 +124,19 @@ class Backend:
         """
         return _GatedRead(self)
 
-    def write(self) -> Any:
-        """A write transaction; committing it fsyncs. Only the node's apply thread may call this."""
-        return self.env.begin(write=True)
+    @contextmanager
+    def write(self, durable: bool = True) -> Iterator[Any]:
+        """A write transaction, committed when the block exits normally (aborted when it raises). Only the node's
+        commit thread may call this.
+
+        ``durable``: the commit is on disk when the block returns (two flushes: the data, then the meta page). With
+        False, one flush: a power loss may undo this commit, and only this one (the next commit's flush makes it
+        durable); for changes that can be redone, such as applying entries that are already durable in the log.
+        """
+        with self.env.begin(write=True) as txn:
+            yield txn
+        if durable:
+            self.env.sync(True)
 
     def size(self) -> int:
         """Bytes the data file takes on disk."""
@@ -144,6 +160,7 @@ class Backend:
         return int(pages * stat["psize"])
 
     def close(self) -> None:
+        self.env.sync(True)
         self.env.close()
 
     # -- defragment (coord.server.defrag drives these) ---------------------------------------------------------------
