@@ -229,9 +229,7 @@ PERMISSION_NOT_GRANTED = ErrorSpec(
 )
 AUTH_NOT_ENABLED = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: authentication is not enabled", EtcdError)
 INVALID_AUTH_MGMT = ErrorSpec(_C.INVALID_ARGUMENT, "etcdserver: invalid auth management", EtcdError)
-AUTH_OLD_REVISION = ErrorSpec(
-    _C.INVALID_ARGUMENT, "etcdserver: revision of auth store is old", AuthOldRevisionError
-)
+AUTH_OLD_REVISION = ErrorSpec(_C.INVALID_ARGUMENT, "etcdserver: revision of auth store is old", AuthOldRevisionError)
 # etcd 3.4 sends this one untranslated (code UNKNOWN, the auth package's own text); clients see exactly that.
 NO_PASSWORD_USER = ErrorSpec(
     _C.UNKNOWN, "auth: authentication failed, password was given for no password user", EtcdError
