@@ -4,7 +4,7 @@ Usage::
 
     metrics = Metrics()
     server = grpc.aio.server(interceptors=[metrics.interceptor()])
-    metrics.gauge_callback(PROPOSALS_PENDING, "The current number of pending proposals to commit.", node.pending)
+    metrics.gauge_callback(LEASES, "The number of live leases.", lambda: len(lessor.ids()))
     body, content_type = metrics.render()
 
 Each :class:`Metrics` has its own registry (never prometheus-client's global one), so several members in one process
@@ -324,9 +324,7 @@ class _GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
 def register_member_metrics(metrics: Metrics, node: Node, lessor: Lessor, version: str) -> None:
     """Register the member-state metrics the node, its store and its lessor answer.
 
-    Not registered yet, for want of an accessor: :data:`PROPOSALS_PENDING` (proposals waiting to be applied) and
-    :data:`WATCHERS` (live watchers of the WatchHub); whoever adds them registers them with
-    :meth:`Metrics.gauge_callback` under those names.
+    Not registered yet, for want of an accessor: :data:`WATCHERS` (live watchers of the WatchHub).
     """
 
     def revisions() -> tuple[int, int]:
@@ -344,6 +342,9 @@ def register_member_metrics(metrics: Metrics, node: Node, lessor: Lessor, versio
         PROPOSALS_FAILED, "The total number of failed proposals seen.", lambda: node.proposals_failed
     )
     metrics.gauge_callback(RAFT_TERM, "The Raft term of this member.", lambda: node.term)
+    metrics.gauge_callback(
+        PROPOSALS_PENDING, "The current number of pending proposals to commit.", lambda: node.pending_proposals
+    )
     metrics.gauge_callback(
         PROPOSALS_COMMITTED, "The total number of consensus proposals committed.", lambda: node.raft_status()[1]
     )

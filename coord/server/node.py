@@ -229,6 +229,11 @@ class Node:
     # -- requests ----------------------------------------------------------------------------------------------------
 
     @property
+    def pending_proposals(self) -> int:
+        """Proposals made on this member and not applied (or refused) yet."""
+        return len(self._waiters)
+
+    @property
     def is_leader(self) -> bool:
         return self.role == StateRole.LEADER
 

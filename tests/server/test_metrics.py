@@ -175,6 +175,7 @@ def test_member_metrics(coord: ServerProcess) -> None:
     assert value(text, "etcd_server_is_leader") == 1
     assert (value(text, "etcd_server_leader_changes_seen_total") or 0) >= 1
     assert value(text, "etcd_server_proposals_failed_total") == 0
+    assert value(text, "etcd_server_proposals_pending") == 0  # every proposal made was applied
     assert (value(text, "etcd_server_proposals_applied_total") or 0) >= applied_before + 3
     assert (value(text, "etcd_server_proposals_committed_total") or 0) >= (
         value(text, "etcd_server_proposals_applied_total") or 0
