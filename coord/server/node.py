@@ -54,6 +54,7 @@ from coord.server.raft import (
 from coord.server.raft import (
     Message as RaftMessage,
 )
+from coord.server.reads import ReadQueue
 from coord.server.rejection import Rejected
 from coord.server.requests import Kind, encode
 from coord.server.storage import Backend
@@ -91,12 +92,6 @@ class NodeOptions:
     request_timeout_s: float = 7.0
     # --quota-backend-bytes: writes that would grow the store past it raise the NOSPACE alarm (0: no quota).
     quota_bytes: int = 0
-
-
-@dataclass(slots=True)
-class _ReadBatch:
-    futures: list[asyncio.Future[None]]
-    index: int = 0
 
 
 @dataclass(slots=True)
@@ -152,10 +147,7 @@ class Node:
         self._conf_waiters: list[tuple[ConfChange, asyncio.Future[ConfState | Rejected]]] = []
         self._restore_listeners: list[Callable[[], None]] = []
         self._waiters: dict[int, asyncio.Future[Result]] = {}
-        self._reads_pending: list[asyncio.Future[None]] = []
-        self._reads_in_flight: dict[bytes, _ReadBatch] = {}
-        self._reads_waiting_apply: list[_ReadBatch] = []
-        self._read_ctx = itertools.count(1)
+        self._reads = ReadQueue()
         self._snapshot_reports: list[tuple[int, bool]] = []
         self._unreachable: set[int] = set()
         self._transfer_to = 0
@@ -320,8 +312,7 @@ class Node:
         """Wait until this member applied everything committed before the call (ReadIndex through the leader), so
         a read that follows is linearizable. Raises Rejected (no leader, leader changed, request timed out)."""
         await self._wait_for_leader()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._reads_pending.append(future)
+        future = self._reads.add()
         self._wakeup.set()
         try:
             await asyncio.wait_for(asyncio.shield(future), self.options.request_timeout_s)
@@ -441,17 +432,12 @@ class Node:
             else:
                 # Resolved when an entry with this change is applied (see _resolve_conf_changes).
                 self._conf_waiters.append((cc, conf_future))
-        if self._reads_pending:
-            reads, self._reads_pending = self._reads_pending, []
-            ctx = next(self._read_ctx).to_bytes(8, "big")
+        ctx = self._reads.take_pending()
+        if ctx is not None:
             try:
                 raw.read_index(ctx)
             except ProposalDropped as dropped:
-                for read in reads:
-                    if not read.done():
-                        read.set_exception(Rejected(_dropped_spec(dropped)))
-            else:
-                self._reads_in_flight[ctx] = _ReadBatch(reads)
+                self._reads.refuse(ctx, Rejected(_dropped_spec(dropped)))
 
     def _propose_batch(self, raw: RawNode, batch: list[tuple[int, bytes, asyncio.Future[Result]]]) -> None:
         """Hand the waiting proposals to Raft as one message (one append and one broadcast, or one forward)."""
@@ -502,11 +488,8 @@ class Node:
             self._on_members_changed()
         self._resolve_conf_changes(round_)
         for rs in rd.read_states:
-            batch = self._reads_in_flight.pop(rs.request_ctx, None)
-            if batch is not None:
-                batch.index = rs.index
-                self._reads_waiting_apply.append(batch)
-        self._release_reads()
+            self._reads.confirmed(rs.request_ctx, rs.index)
+        self._reads.release(self.applied_index)
         raw.advance(rd)
 
     def _on_soft_state(self, lead: int, role: StateRole) -> None:
@@ -521,12 +504,7 @@ class Node:
         if changed or was_leader != (role == StateRole.LEADER):
             if changed:
                 self.leader_changes += 1
-                # A ReadIndex in flight may be lost with the old leader: fail it fast, retryable.
-                for batch in self._reads_in_flight.values():
-                    for future in batch.futures:
-                        if not future.done():
-                            future.set_exception(Rejected(LEADER_CHANGED))
-                self._reads_in_flight.clear()
+                self._reads.leader_changed()
             log.info("leader is now %x (this member %s)", lead, "leads" if role == StateRole.LEADER else role.name)
             for listener in self._leader_listeners:
                 try:
@@ -659,19 +637,6 @@ class Node:
                 remaining.append((cc, future))
         self._conf_waiters = remaining
 
-    def _release_reads(self) -> None:
-        if not self._reads_waiting_apply:
-            return
-        waiting = []
-        for batch in self._reads_waiting_apply:
-            if batch.index <= self.applied_index:
-                for future in batch.futures:
-                    if not future.done():
-                        future.set_result(None)
-            else:
-                waiting.append(batch)
-        self._reads_waiting_apply = waiting
-
     def _fail_everything(self, spec: ErrorSpec) -> None:
         for future in self._waiters.values():
             if not future.done():
@@ -686,15 +651,7 @@ class Node:
                 conf_future.set_result(Rejected(spec))
         self._conf_proposals.clear()
         self._conf_waiters = []
-        pending = [*self._reads_pending]
-        for batch in [*self._reads_in_flight.values(), *self._reads_waiting_apply]:
-            pending.extend(batch.futures)
-        for read in pending:
-            if not read.done():
-                read.set_exception(Rejected(spec))
-        self._reads_pending.clear()
-        self._reads_in_flight.clear()
-        self._reads_waiting_apply.clear()
+        self._reads.fail_all(spec)
 
     def _clean_spool(self) -> None:
         spool = self.spool_dir()
