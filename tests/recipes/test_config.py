@@ -12,7 +12,6 @@ import asyncio
 import enum
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,6 +21,7 @@ import pytest
 import coord
 from coord.recipes.config import Config, ConfigInvalid, SyncConfig, config, on_change
 from tests.client.conftest import Backend
+from tests.waiting import wait_until
 
 
 class Level(enum.Enum):
@@ -52,14 +52,6 @@ class Settings:
             raise ValueError(f"port {self.port} out of range")
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def test_per_key_values_are_coerced_and_changes_applied(backend: Backend) -> None:
     with coord.connect(backend.endpoint, timeout=5) as client:
         for key, value in {
@@ -84,10 +76,10 @@ def test_per_key_values_are_coerced_and_changes_applied(backend: Backend) -> Non
         settings.on_change(seen.append)
         client.put("apps/web/port", "9091")
         client.put("apps/web/timeout", "2.5")
-        _wait_until(lambda: settings.value.port == 9091 and settings.value.timeout == 2.5, 30, "the update")
-        _wait_until(lambda: bool(seen) and seen[-1].timeout == 2.5, 30, "the change callback")
+        wait_until(lambda: settings.value.port == 9091 and settings.value.timeout == 2.5, 30, "the update")
+        wait_until(lambda: bool(seen) and seen[-1].timeout == 2.5, 30, "the change callback")
         client.delete("apps/web/level")  # a missing key falls back to the default
-        _wait_until(lambda: settings.value.level is Level.LOW, 30, "the default to return")
+        wait_until(lambda: settings.value.level is Level.LOW, 30, "the default to return")
         assert settings.last_error is None
         settings.close()
 
@@ -103,7 +95,7 @@ def test_per_key_values_are_coerced_and_changes_applied(backend: Backend) -> Non
         assert callable(changed)
         assert hook.config is not None and hook.config.value == {"beta": True}
         client.txn([], [coord.Put("flags/limit", "10"), coord.Put("flags/name", "plain text")])
-        _wait_until(lambda: bool(seen_flags) and "name" in seen_flags[-1], 30, "the callback")
+        wait_until(lambda: bool(seen_flags) and "name" in seen_flags[-1], 30, "the callback")
         assert seen_flags[-1] == {"beta": True, "limit": 10, "name": "plain text"}
         hook.close()
         with pytest.raises(TypeError):
@@ -123,7 +115,7 @@ def test_invalid_change_is_reported_and_multi_key_transactions_are_atomic(backen
 
         for bad, reason in (("not-a-number", "got str"), ("70000", "out of range"), ('{"x": 1}', "got dict")):
             client.put("svc/port", bad)
-            _wait_until(lambda r=reason: any(r in str(e) for e in errors), 30, f"the error for {bad!r}")
+            wait_until(lambda r=reason: any(r in str(e) for e in errors), 30, f"the error for {bad!r}")
             assert settings.value.port == 8000  # the last good value stays
             assert isinstance(settings.last_error, ConfigInvalid)
         with pytest.raises(ConfigInvalid):
@@ -131,7 +123,7 @@ def test_invalid_change_is_reported_and_multi_key_transactions_are_atomic(backen
         assert not changes
 
         client.put("svc/port", "8001")
-        _wait_until(lambda: settings.value.port == 8001, 30, "the valid update")
+        wait_until(lambda: settings.value.port == 8001, 30, "the valid update")
         assert settings.last_error is None
         assert settings.reload().port == 8001
         settings.close()
@@ -161,7 +153,7 @@ def test_invalid_change_is_reported_and_multi_key_transactions_are_atomic(backen
         try:
             for port in range(1001, 1021):
                 client.txn([], [coord.Put("atomic/port", str(port)), coord.Put("atomic/name", f"v{port}")])
-            _wait_until(lambda: settings.value.port == 1020, 30, "the last update")
+            wait_until(lambda: settings.value.port == 1020, 30, "the last update")
         finally:
             stop.set()
             reader.join(30)

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pytest
 import coord
 from coord.recipes.queue import ClaimLost, Queue, QueueEmpty, SyncQueue, queue
 from tests.client.conftest import Backend
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -210,14 +210,6 @@ class _Worker:
         self.proc.wait(timeout=10)
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def queue_workers(tmp_path: Path) -> Iterator[Callable[..., _Worker]]:
     started: list[_Worker] = []
@@ -245,13 +237,13 @@ def test_crashing_producers_and_consumers_lose_nothing(backend: Backend, queue_w
     crashy = workers("crashy", "consume", ep, name, "crashy", "work")
     survivors = [workers(f"survivor-{i}", "consume", ep, name, f"survivor-{i}", "work") for i in range(2)]
     for worker in hung:
-        _wait_until(lambda w=worker: bool(w.lines("claimed")), 60, "a hanging consumer to claim an item")
+        wait_until(lambda w=worker: bool(w.lines("claimed")), 60, "a hanging consumer to claim an item")
         worker.kill()  # dies holding its item
-    _wait_until(lambda: len(crashy.lines("acked")) >= 3, 60, "a consumer to ack items")
+    wait_until(lambda: len(crashy.lines("acked")) >= 3, 60, "a consumer to ack items")
     crashy.kill()  # probably mid-item
-    _wait_until(lambda: len(doomed.lines("put")) >= 10, 60, "the doomed producer to put items")
+    wait_until(lambda: len(doomed.lines("put")) >= 10, 60, "the doomed producer to put items")
     doomed.kill()
-    _wait_until(lambda: len(steady.lines("put")) == 15, 60, "the steady producer to finish")
+    wait_until(lambda: len(steady.lines("put")) == 15, 60, "the steady producer to finish")
 
     confirmed = set(steady.lines("put")) | set(doomed.lines("put"))
     with coord.connect(ep, timeout=5) as client:
@@ -260,14 +252,14 @@ def test_crashing_producers_and_consumers_lose_nothing(backend: Backend, queue_w
             done = {kv.key.decode()[len("done/") :] for kv in client.range("done/", prefix=True, keys_only=True).kvs}
             return confirmed <= done
 
-        _wait_until(all_done, 90, "every confirmed item to be acknowledged")
+        wait_until(all_done, 90, "every confirmed item to be acknowledged")
         done = client.range("done/", prefix=True).kvs
         # Exactly-once acknowledgement: each done/ key was written by one successful ack (version 1).
         assert all(kv.version == 1 for kv in done)
         processed = [v for w in (crashy, *survivors) for v in w.lines("processing")]
         assert confirmed <= set(processed)
         jobs = SyncQueue(client, name)
-        _wait_until(lambda: jobs.stats().ready + jobs.stats().in_flight == 0, 60, "the queue to drain")
+        wait_until(lambda: jobs.stats().ready + jobs.stats().in_flight == 0, 60, "the queue to drain")
         # At most the one item the doomed producer was putting when killed is beyond the confirmed ones.
         assert len({kv.key for kv in done}) - len(confirmed) <= 1
     for worker in survivors:

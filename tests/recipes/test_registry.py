@@ -14,8 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,17 +31,10 @@ from coord.recipes.registry import (
     register,
 )
 from tests.client.conftest import Backend
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 TTL = 2
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_register_discover_pick_and_drain(backend: Backend) -> None:
@@ -72,24 +63,24 @@ def test_register_discover_pick_and_drain(backend: Backend) -> None:
         assert {api.pick().id for _ in range(4)} == {"one", "two"}  # round robin visits both
 
         two.set_status("draining")
-        _wait_until(lambda: len(api.instances(include_draining=False)) == 1, 30, "the drain to be seen")
+        wait_until(lambda: len(api.instances(include_draining=False)) == 1, 30, "the drain to be seen")
         assert [i.status for i in api.instances()] == ["up", "draining"]
         assert {api.pick().id for _ in range(10)} == {"one"}  # a draining instance is never picked
 
         one.close()
-        _wait_until(lambda: [i.id for i in api.instances()] == ["two"], 30, "the deregistration to be seen")
+        wait_until(lambda: [i.id for i in api.instances()] == ["two"], 30, "the deregistration to be seen")
         with pytest.raises(NoInstanceAvailable):
             api.pick()  # the only one left is draining
         with pytest.raises(DiscoveryTimeout):
             api.wait_ready(timeout=0.3)
         two.close()
-        _wait_until(lambda: not api.instances(), 30, "the view to empty")
+        wait_until(lambda: not api.instances(), 30, "the view to empty")
 
         def callbacks_done() -> bool:
             with seen:
                 return bool(changes) and not changes[-1].instances
 
-        _wait_until(callbacks_done, 30, "the last change callback")
+        wait_until(callbacks_done, 30, "the last change callback")
         with seen:
             added = [i.id for c in changes for i in c.added]
             removed = [i.id for c in changes for i in c.removed]
@@ -113,10 +104,10 @@ def test_crashed_instance_disappears_within_its_ttl(backend: Backend, tmp_path: 
     try:
         with coord.connect(backend.endpoint, timeout=5) as client, discover(client, "crashy") as view:
             view.wait_ready(timeout=60)
-            _wait_until(lambda: out.read_text().startswith("registered "), 30, "the instance to report in")
+            wait_until(lambda: out.read_text().startswith("registered "), 30, "the instance to report in")
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
-            _wait_until(lambda: not view.instances(), 30, "the crashed instance to disappear")
+            wait_until(lambda: not view.instances(), 30, "the crashed instance to disappear")
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)

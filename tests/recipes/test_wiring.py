@@ -6,22 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import coord
 from tests.client.conftest import Backend
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+from tests.waiting import wait_until
 
 
 def test_module_level_forms_run_on_the_default_client(server: Backend, default_client_for: coord.Client) -> None:
@@ -41,7 +32,7 @@ def test_module_level_forms_run_on_the_default_client(server: Backend, default_c
         (ready,) = view.wait_ready(timeout=10)
         assert (ready.address, ready.metadata) == ("10.0.0.1:80", {"zone": "a"})
         registration.close()
-        _wait_until(lambda: not view.instances(), 10, "the closed registration to disappear")
+        wait_until(lambda: not view.instances(), 10, "the closed registration to disappear")
     finally:
         view.close()
 
@@ -59,7 +50,7 @@ def test_module_level_forms_run_on_the_default_client(server: Backend, default_c
     try:
         assert isinstance(live, coord.SyncConfig) and live.value == {}
         default_client_for.put("apps/web/port", "8080")
-        _wait_until(lambda: live.value == {"port": 8080}, 10, "the config to reload")
+        wait_until(lambda: live.value == {"port": 8080}, 10, "the config to reload")
         assert changed.wait(10) and seen[-1] == {"port": 8080}
         assert callable(reconfigure)  # the decorator returns the function itself
     finally:

@@ -26,6 +26,7 @@ from coord._proto.v3electionpb import v3election_pb2_grpc
 from coord._proto.v3lockpb import v3lock_pb2 as lpb
 from coord._proto.v3lockpb import v3lock_pb2_grpc
 from coord.testing import ServerProcess
+from tests.waiting import wait_until
 
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 UNKNOWN = grpc.StatusCode.UNKNOWN
@@ -152,13 +153,6 @@ def test_lock_key_lost_while_waiting_is_session_expired(stubs: Stubs) -> None:
     with pytest.raises(grpc.RpcError) as err:
         waiter.result(timeout=5)
     assert (err.value.code(), err.value.details()) == (UNKNOWN, "session expired")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_election_errors(stubs: Stubs) -> None:
