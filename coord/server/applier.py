@@ -150,6 +150,9 @@ class Applier:
             lease_changes.append((request.ID, 0))
             revoke.header.revision = writer.read_revision
             return revoke
+        if kind is Kind.LEASE_CHECKPOINT:
+            assert isinstance(request, rpc_pb2.LeaseCheckpointRequest)
+            return lease.apply_checkpoint(self._backend, writer.txn, request)
         assert isinstance(request, rpc_pb2.CompactionRequest)
         writer.compact(request.revision)
         resp = rpc_pb2.CompactionResponse()

@@ -12,6 +12,22 @@ DEFAULT_QUOTA_BACKEND_BYTES = 2 * 1024**3  # 2 GiB, as etcd
 DEFAULT_MAX_TXN_OPS = 128
 
 
+@dataclass(frozen=True)
+class TLSFlags:
+    """One side's TLS flags (etcd's --cert-file, --key-file, --trusted-ca-file, --client-cert-auth, --auto-tls, or
+    their --peer-* twins); coord.server.tls turns them into credentials."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    trusted_ca_file: Path | None = None
+    client_cert_auth: bool = False
+    auto_tls: bool = False
+
+    def has_certs(self) -> bool:
+        """A certificate or a key was given (etcd's ``!TLSInfo.Empty()``)."""
+        return self.cert_file is not None or self.key_file is not None
+
+
 @dataclass
 class ServerConfig:
     name: str = "default"
@@ -31,11 +47,17 @@ class ServerConfig:
     max_txn_ops: int = DEFAULT_MAX_TXN_OPS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     watch_progress_notify_interval_ms: int = 600_000
+    # Lease checkpoints (coord.server.lease): on by default, unlike etcd 3.4 (see --lease-checkpoint-interval).
+    lease_checkpoint: bool = True
+    lease_checkpoint_interval_ms: int = 300_000
     log_level: str = "info"
     # Auth (coord.server.auth): token type and options, simple-token TTL in seconds, bcrypt cost of password hashes.
     auth_token: str = "simple"
     auth_token_ttl: int = 300
     bcrypt_cost: int = 10
+    # TLS (coord.server.tls): client-facing (gRPC and HTTP client URLs) and peer.
+    client_tls: TLSFlags = field(default_factory=TLSFlags)
+    peer_tls: TLSFlags = field(default_factory=TLSFlags)
 
     def initial_members(self) -> dict[str, list[str]]:
         """--initial-cluster as {name: [peer urls]}; defaults to this member alone."""
@@ -74,6 +96,38 @@ def _duration_ms(value: str) -> int:
     if value.replace(".", "", 1).isdigit():
         return max(1, int(float(value) * 1000))
     raise argparse.ArgumentTypeError(f"expected a duration like 10m, 5s or 500ms, got {value!r}")
+
+
+def _go_bool(value: str) -> bool:
+    """A Go boolean flag value (``--client-cert-auth=true``): 1, t, true, 0, f, false in any of Go's spellings."""
+    if value in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if value in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {value!r}")
+
+
+def _add_tls_flags(p: argparse.ArgumentParser, peer: bool) -> None:
+    prefix, side = ("--peer-", "peer") if peer else ("--", "client")
+    p.add_argument(f"{prefix}cert-file", type=Path, default=None, help=f"{side} server TLS certificate (PEM)")
+    p.add_argument(f"{prefix}key-file", type=Path, default=None, help=f"{side} server TLS key (PEM)")
+    p.add_argument(f"{prefix}trusted-ca-file", type=Path, default=None, help=f"{side} TLS trusted CA (PEM)")
+    for flag, what in (
+        ("client-cert-auth", f"require {side} certificates signed by the trusted CA"),
+        ("auto-tls", f"{side} TLS with a generated self-signed certificate (in <data-dir>/fixtures/{side})"),
+    ):
+        p.add_argument(f"{prefix}{flag}", type=_go_bool, nargs="?", const=True, default=False, help=what)
+
+
+def _tls_flags(args: argparse.Namespace, peer: bool) -> TLSFlags:
+    prefix = "peer_" if peer else ""
+    return TLSFlags(
+        cert_file=getattr(args, f"{prefix}cert_file"),
+        key_file=getattr(args, f"{prefix}key_file"),
+        trusted_ca_file=getattr(args, f"{prefix}trusted_ca_file"),
+        client_cert_auth=getattr(args, f"{prefix}client_cert_auth"),
+        auto_tls=getattr(args, f"{prefix}auto_tls"),
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -115,6 +169,29 @@ def parser() -> argparse.ArgumentParser:
         type=_duration_ms,
         help=argparse.SUPPRESS,
     )
+    p.add_argument(
+        "--lease-checkpoint-interval",
+        type=_duration_ms,
+        default=d.lease_checkpoint_interval_ms,
+        help="how often the leader records the remaining TTL of leases longer than this (e.g. 5m, 500ms), so that "
+        "leader changes do not renew them",
+    )
+    p.add_argument(
+        "--experimental-lease-checkpoint-interval",
+        dest="lease_checkpoint_interval",
+        type=_duration_ms,
+        help=argparse.SUPPRESS,
+    )
+    p.add_argument(
+        "--experimental-enable-lease-checkpoint",
+        "--enable-lease-checkpoint",
+        dest="lease_checkpoint",
+        type=_go_bool,
+        nargs="?",
+        const=True,
+        default=d.lease_checkpoint,
+        help="checkpoint lease remaining TTLs (default true; =false gives every lease its full TTL on a leader change)",
+    )
     p.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warn", "error"])
     p.add_argument(
         "--auth-token",
@@ -123,6 +200,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--auth-token-ttl", type=int, default=d.auth_token_ttl, help="simple token lifetime (seconds)")
     p.add_argument("--bcrypt-cost", type=int, default=d.bcrypt_cost, help="bcrypt cost of password hashes (4-31)")
+    _add_tls_flags(p, peer=False)
+    _add_tls_flags(p, peer=True)
     return p
 
 
@@ -146,10 +225,14 @@ def from_args(argv: list[str] | None = None) -> ServerConfig:
         max_txn_ops=args.max_txn_ops,
         max_request_bytes=args.max_request_bytes,
         watch_progress_notify_interval_ms=args.watch_progress_notify_interval,
+        lease_checkpoint=args.lease_checkpoint,
+        lease_checkpoint_interval_ms=args.lease_checkpoint_interval,
         log_level=args.log_level,
         auth_token=args.auth_token,
         auth_token_ttl=args.auth_token_ttl,
         bcrypt_cost=args.bcrypt_cost,
+        client_tls=_tls_flags(args, peer=False),
+        peer_tls=_tls_flags(args, peer=True),
     )
     if not 4 <= config.bcrypt_cost <= 31:
         raise SystemExit("coord-server: --bcrypt-cost must be between 4 and 31")

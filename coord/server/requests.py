@@ -33,6 +33,8 @@ class Kind(enum.IntEnum):
     COMPACT = 4
     LEASE_GRANT = 5
     LEASE_REVOKE = 6
+    # coord.server.lease: remaining TTLs recorded by the leader (etcd's internal LeaseCheckpoint request).
+    LEASE_CHECKPOINT = 7
     # Membership bookkeeping (coord.server.membership); the payload is an etcd ``Member``.
     MEMBER_ATTR = 64  # a member publishes its name and client URLs
     MEMBER_UPDATE = 65  # MemberUpdate: new peer URLs
@@ -64,6 +66,7 @@ REQUEST_TYPES: dict[Kind, type[Message]] = {
     Kind.COMPACT: rpc_pb2.CompactionRequest,
     Kind.LEASE_GRANT: rpc_pb2.LeaseGrantRequest,
     Kind.LEASE_REVOKE: rpc_pb2.LeaseRevokeRequest,
+    Kind.LEASE_CHECKPOINT: rpc_pb2.LeaseCheckpointRequest,
     Kind.MEMBER_ATTR: rpc_pb2.Member,
     Kind.MEMBER_UPDATE: rpc_pb2.Member,
     Kind.ALARM: rpc_pb2.AlarmRequest,

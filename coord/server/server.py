@@ -26,11 +26,12 @@ from coord.server.api.lease import LeaseService
 from coord.server.api.local import LocalClient
 from coord.server.api.lock import LockService
 from coord.server.api.maintenance import MaintenanceService
+from coord.server.api.validation import DecodeGuard
 from coord.server.api.watch import WatchService
 from coord.server.auth import AuthGate, TokenConfigError, provider_from_flag
 from coord.server.bootstrap import bootstrap_new_cluster
 from coord.server.config import ServerConfig, host_port
-from coord.server.lease import Lessor, min_lease_ttl, stored_leases
+from coord.server.lease import Lessor, StoredLease, min_lease_ttl, stored_leases
 from coord.server.membership import Member, store_identity, stored_identity
 from coord.server.metrics import Metrics
 from coord.server.mvcc.watchable import WatchHub
@@ -42,6 +43,7 @@ from coord.server.raft import SnapshotMetadata
 from coord.server.rejection import Rejected
 from coord.server.requests import Kind
 from coord.server.storage import Backend
+from coord.server.tls import ServerTLS, TLSConfigError
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +69,14 @@ class MemberServer:
             tokens = provider_from_flag(config.auth_token, config.auth_token_ttl)
         except TokenConfigError as exc:
             raise SystemExit(f"coord-server: {exc}") from None
+        try:
+            self.tls = ServerTLS.from_config(config)
+        except TLSConfigError as exc:
+            raise SystemExit(f"coord-server: {exc}") from None
+        self._peer_dialer = self.tls.peer_dialer()
         # The map is address space, not disk: room for the quota plus headroom for copy-on-write pages.
         self.backend = Backend(config.data_dir, map_size=config.quota_backend_bytes * 2 + 256 * 1024**2)
-        self.auth_gate = AuthGate(self.backend, tokens, config.bcrypt_cost)
+        self.auth_gate = AuthGate(self.backend, tokens, config.bcrypt_cost, self.tls.client_cert_auth)
         self.stopped = asyncio.Event()
         self.failed = False  # the member stopped itself because it could not go on: the process exits non-zero
         self._publisher: asyncio.Task[None] | None = None
@@ -102,7 +109,7 @@ class MemberServer:
         while others and time.monotonic() < deadline:
             for urls in others:
                 try:
-                    resp = await fetch_members(urls, timeout=2.0)
+                    resp = await fetch_members(urls, timeout=2.0, dialer=self._peer_dialer)
                 except grpc.aio.AioRpcError as exc:
                     last_error = f"{urls[0]}: {exc.details()}"
                     continue
@@ -138,15 +145,22 @@ class MemberServer:
         if self._bootstrapped is not None:
             self.node.storage.bootstrapped(self._bootstrapped)
         self.transport = Transport(
-            mid, cid, self.backend, self.node.report_unreachable, self.node.report_snapshot, self.node.spool_dir()
+            mid,
+            cid,
+            self.backend,
+            self.node.report_unreachable,
+            self.node.report_snapshot,
+            self.node.spool_dir(),
+            self._peer_dialer,
         )
-        self.peer_client = PeerClient()
+        self.peer_client = PeerClient(self._peer_dialer)
         headers = Headers(self.node, cid)
         gate = self.auth_gate
         self.metrics = Metrics()
         # Metrics outermost, so refusals by the others are counted; the JSON gateway runs the same list.
         # AdminOnly: maintenance and membership calls that need the root role when auth is enabled.
-        self._interceptors = [self.metrics.interceptor(), AdminOnly(gate)]
+        # DecodeGuard first: etcd (grpc-go) decodes a request before any interceptor runs.
+        self._interceptors = [DecodeGuard(), self.metrics.interceptor(), AdminOnly(gate)]
         self._grpc = grpc.aio.server(
             interceptors=self._interceptors,
             options=[
@@ -164,7 +178,13 @@ class MemberServer:
         self.node.add_change_listener(self.watch_hub.on_change)
         self.watch_service = WatchService(self.watch_hub, gate=gate, headers=headers)
         rpc_pb2_grpc.add_WatchServicer_to_server(self.watch_service, self._grpc)
-        self.lessor = Lessor(self._expire_lease)
+        self.lessor = Lessor(
+            self._expire_lease,
+            checkpoint=self._propose_checkpoint if config.lease_checkpoint else None,
+            load=self._stored_leases,
+            checkpoint_interval=config.lease_checkpoint_interval_ms / 1000,
+            extend_seconds=config.election_timeout_ms / 1000,
+        )
         self.node.add_lease_listener(self._on_lease_changes)
         self.node.add_leader_listener(self._on_leader_change)
         self.node.add_restore_listener(self._on_restore)
@@ -234,16 +254,20 @@ class MemberServer:
 
     def _on_leader_change(self, leader: int, is_me: bool) -> None:
         if is_me:
-            self.lessor.promote()
+            self.lessor.lead()
         else:
             self.lessor.demote()
 
     def _on_restore(self) -> None:
-        with self.backend.read() as txn:
-            self.lessor.restore(stored_leases(self.backend, txn))
-        if self.node.is_leader:
-            self.lessor.promote()
+        self.lessor.restore(self._stored_leases())
         self.watch_hub.resync()
+
+    def _stored_leases(self) -> dict[int, StoredLease]:
+        with self.backend.read() as txn:
+            return stored_leases(self.backend, txn)
+
+    async def _propose_checkpoint(self, request: rpc_pb2.LeaseCheckpointRequest) -> None:
+        await self.node.propose(*self.node.encode(Kind.LEASE_CHECKPOINT, request))
 
     async def _expire_lease(self, lease_id: int) -> None:
         await self.lease_service.revoke(lease_id)
@@ -254,7 +278,7 @@ class MemberServer:
         urls = self.transport.peer_urls(leader) if leader else None
         if not urls:
             raise Rejected(NO_LEADER)
-        stub = self.peer_client.stub(leader, urls)
+        stub = await self.peer_client.stub(leader, urls)
         call = stub.LeaseKeepAlive if keep_alive else stub.LeaseTimeToLive
         try:
             resp = await call(raft_pb2.LeaseRequest(id=lease_id), timeout=self.node.options.request_timeout_s)  # type: ignore[misc]
@@ -315,14 +339,12 @@ class MemberServer:
         mid, cid = await self._identity()
         self._assemble(mid, cid)
         for url in self.config.listen_peer_urls:
-            host, port = host_port(url)
-            self._peer_grpc.add_insecure_port(f"{host}:{port}")
+            self.tls.add_peer_port(self._peer_grpc, url)
         await self._peer_grpc.start()
         peers = dict(self._seed_peers)
         peers.update({m.id: m.peer_urls for m in self.node.members.values()})
         self.transport.set_peers(peers)
-        with self.backend.read() as txn:
-            self.lessor.restore(stored_leases(self.backend, txn))
+        self.lessor.restore(self._stored_leases())
         self.lessor.start()
         self.watch_hub.start()
         await self.node.start(self.transport)
@@ -335,11 +357,10 @@ class MemberServer:
         await self._http.setup()
         for url in self.config.listen_client_http_urls:
             host, port = host_port(url)
-            await web.TCPSite(self._http, host, port).start()
+            await web.TCPSite(self._http, host, port, ssl_context=self.tls.http_ssl_context(url)).start()
         # Bind the gRPC client ports last: an open client port tells callers the member is fully up.
         for url in self.config.listen_client_urls:
-            host, port = host_port(url)
-            self._grpc.add_insecure_port(f"{host}:{port}")
+            self.tls.add_client_port(self._grpc, url)
         await self._grpc.start()
         log.info(
             "coord-server %s (member %x, cluster %x) serving gRPC on %s, HTTP on %s, peers on %s (data dir %s)",

@@ -1,5 +1,7 @@
-"""Test support shared by coord's tests and its users: real server processes on free loopback ports."""
+"""Test support shared by coord's tests and its users: real server processes on free loopback ports, and throwaway
+TLS certificates for them."""
 
+from coord.testing.certs import CertificateAuthority, TLSFiles
 from coord.testing.faults import FaultProxy
 from coord.testing.procs import (
     Cluster,
@@ -12,9 +14,11 @@ from coord.testing.procs import (
 )
 
 __all__ = [
+    "CertificateAuthority",
     "Cluster",
     "FaultProxy",
     "ServerProcess",
+    "TLSFiles",
     "etcd_binary",
     "free_port",
     "start_coord_server",

@@ -4,6 +4,12 @@ Shared by coord's own tests, benchmarks and users' tests: :func:`start_coord_ser
 ``python -m coord.server.main``) and :func:`start_etcd` runs the etcd binary from the Debian ``etcd-server`` package.
 Every process listens on 127.0.0.1 only. Callers must call :meth:`ServerProcess.stop` (or use the object as a
 context manager); ``stop`` sends SIGTERM to the PID, then SIGKILL after a bounded wait.
+
+TLS: give ``tls`` (a :class:`~coord.testing.certs.TLSFiles`, e.g. from
+:class:`~coord.testing.certs.CertificateAuthority`) to serve clients over https:// URLs, and to :class:`Cluster`
+``peer_tls`` for https:// peer URLs with peer client-certificate auth. Where these helpers call a TLS server
+themselves (:meth:`Cluster.wait_leader`), they trust ``tls.ca`` and present the server's own pair as their client
+certificate (certificates from CertificateAuthority serve both uses).
 """
 
 from __future__ import annotations
@@ -19,9 +25,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
+from coord.testing.certs import TLSFiles
 from coord.testing.faults import FaultProxy
 from coord.testing.ports import free_port
+
+if TYPE_CHECKING:
+    import grpc
 
 __all__ = [
     "Cluster",
@@ -65,6 +76,7 @@ class ServerProcess:
     log_path: Path
     extra: dict[str, str] = field(default_factory=dict)
     argv: list[str] = field(default_factory=list)
+    tls: TLSFiles | None = None  # what it serves clients with (https:// client URLs); None: plaintext
 
     @property
     def pid(self) -> int:
@@ -76,10 +88,22 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def grpc_channel(self) -> grpc.Channel:
+        """A new blocking gRPC channel to the client port (the caller closes it): plaintext, or with ``tls`` trusting
+        ``tls.ca`` and presenting the server's own pair as the client certificate."""
+        import grpc
+
+        if self.tls is None:
+            return grpc.insecure_channel(self.endpoint)
+        tls = self.tls
+        credentials = grpc.ssl_channel_credentials(tls.ca.read_bytes(), tls.key.read_bytes(), tls.cert.read_bytes())
+        return grpc.secure_channel(self.endpoint, credentials)
 
     def kill(self) -> None:
         """SIGKILL by PID and reap: a crash, with no chance to flush anything."""
@@ -124,13 +148,19 @@ class ServerProcess:
 
 
 def _spawn(
-    name: str, argv: Sequence[str], data_dir: Path, client_port: int, peer_port: int, wait: bool = True
+    name: str,
+    argv: Sequence[str],
+    data_dir: Path,
+    client_port: int,
+    peer_port: int,
+    wait: bool = True,
+    tls: TLSFiles | None = None,
 ) -> ServerProcess:
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    server = ServerProcess(name, proc, client_port, peer_port, data_dir, log_path, argv=list(argv))
+    server = ServerProcess(name, proc, client_port, peer_port, data_dir, log_path, argv=list(argv), tls=tls)
     if not wait:
         return server
     try:
@@ -141,6 +171,13 @@ def _spawn(
     return server
 
 
+def _tls_args(tls: TLSFiles | None, client_cert_auth: bool) -> tuple[str, list[str]]:
+    """The client URL scheme and server flags for serving clients with ``tls``."""
+    if tls is None:
+        return "http", []
+    return "https", tls.server_args(client_cert_auth=client_cert_auth)
+
+
 def start_coord_server(
     data_dir: Path,
     *,
@@ -148,11 +185,18 @@ def start_coord_server(
     peer_port: int | None = None,
     name: str = "default",
     extra_args: Sequence[str] = (),
+    tls: TLSFiles | None = None,
+    client_cert_auth: bool = False,
 ) -> ServerProcess:
-    """Start a single-member coord-server on free loopback ports; returns once its client port accepts."""
+    """Start a single-member coord-server on free loopback ports; returns once its client port accepts.
+
+    With ``tls`` its gRPC and HTTP client URLs are https:// (``--cert-file``, ``--key-file``, ``--trusted-ca-file``
+    from ``tls``), and ``client_cert_auth`` adds ``--client-cert-auth``.
+    """
     client_port = client_port or free_port()
     peer_port = peer_port or free_port()
     http_port = free_port()
+    scheme, tls_args = _tls_args(tls, client_cert_auth)
     argv = [
         sys.executable,
         "-m",
@@ -162,19 +206,20 @@ def start_coord_server(
         "--data-dir",
         str(data_dir),
         "--listen-client-urls",
-        f"http://127.0.0.1:{client_port}",
+        f"{scheme}://127.0.0.1:{client_port}",
         "--advertise-client-urls",
-        f"http://127.0.0.1:{client_port}",
+        f"{scheme}://127.0.0.1:{client_port}",
         "--listen-peer-urls",
         f"http://127.0.0.1:{peer_port}",
         "--initial-advertise-peer-urls",
         f"http://127.0.0.1:{peer_port}",
         "--listen-client-http-urls",
-        f"http://127.0.0.1:{http_port}",
+        f"{scheme}://127.0.0.1:{http_port}",
+        *tls_args,
         *extra_args,
     ]
-    server = _spawn(f"coord-server {name}", argv, data_dir, client_port, peer_port)
-    server.extra["http_url"] = f"http://127.0.0.1:{http_port}"
+    server = _spawn(f"coord-server {name}", argv, data_dir, client_port, peer_port, tls=tls)
+    server.extra["http_url"] = f"{scheme}://127.0.0.1:{http_port}"
     return server
 
 
@@ -185,13 +230,17 @@ def start_etcd(
     peer_port: int | None = None,
     name: str = "default",
     extra_args: Sequence[str] = (),
+    tls: TLSFiles | None = None,
+    client_cert_auth: bool = False,
 ) -> ServerProcess:
-    """Start a single-member real etcd (Debian ``etcd-server``) on free loopback ports."""
+    """Start a single-member real etcd (Debian ``etcd-server``) on free loopback ports; ``tls`` and
+    ``client_cert_auth`` as for :func:`start_coord_server`."""
     binary = etcd_binary()
     if binary is None:
         raise RuntimeError("etcd is not installed (apt-get install etcd-server etcd-client)")
     client_port = client_port or free_port()
     peer_port = peer_port or free_port()
+    scheme, tls_args = _tls_args(tls, client_cert_auth)
     argv = [
         binary,
         "--name",
@@ -199,9 +248,9 @@ def start_etcd(
         "--data-dir",
         str(data_dir),
         "--listen-client-urls",
-        f"http://127.0.0.1:{client_port}",
+        f"{scheme}://127.0.0.1:{client_port}",
         "--advertise-client-urls",
-        f"http://127.0.0.1:{client_port}",
+        f"{scheme}://127.0.0.1:{client_port}",
         "--listen-peer-urls",
         f"http://127.0.0.1:{peer_port}",
         "--initial-advertise-peer-urls",
@@ -212,30 +261,43 @@ def start_etcd(
         "warn",
         "--logger",
         "zap",
+        *tls_args,
         *extra_args,
     ]
-    return _spawn(f"etcd {name}", argv, data_dir, client_port, peer_port)
+    return _spawn(f"etcd {name}", argv, data_dir, client_port, peer_port, tls=tls)
 
 
-def _coord_argv(name: str, data_dir: Path, client: int, peer: int, http: int, advertised_peer: int) -> list[str]:
+@dataclass(frozen=True)
+class _Schemes:
+    client: str = "http"
+    peer: str = "http"
+
+
+def _coord_argv(
+    name: str, data_dir: Path, client: int, peer: int, http: int, advertised_peer: int, schemes: _Schemes = _Schemes()
+) -> list[str]:
+    c, p = schemes.client, schemes.peer
     return [
         sys.executable, "-m", "coord.server.main", "--name", name, "--data-dir", str(data_dir),
-        "--listen-client-urls", f"http://127.0.0.1:{client}", "--advertise-client-urls", f"http://127.0.0.1:{client}",
-        "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-        "--initial-advertise-peer-urls", f"http://127.0.0.1:{advertised_peer}",
-        "--listen-client-http-urls", f"http://127.0.0.1:{http}",
+        "--listen-client-urls", f"{c}://127.0.0.1:{client}", "--advertise-client-urls", f"{c}://127.0.0.1:{client}",
+        "--listen-peer-urls", f"{p}://127.0.0.1:{peer}",
+        "--initial-advertise-peer-urls", f"{p}://127.0.0.1:{advertised_peer}",
+        "--listen-client-http-urls", f"{c}://127.0.0.1:{http}",
     ]  # fmt: skip
 
 
-def _etcd_argv(name: str, data_dir: Path, client: int, peer: int, http: int, advertised_peer: int) -> list[str]:
+def _etcd_argv(
+    name: str, data_dir: Path, client: int, peer: int, http: int, advertised_peer: int, schemes: _Schemes = _Schemes()
+) -> list[str]:
     binary = etcd_binary()
     if binary is None:
         raise RuntimeError("etcd is not installed (apt-get install etcd-server etcd-client)")
+    c, p = schemes.client, schemes.peer
     return [
         binary, "--name", name, "--data-dir", str(data_dir),
-        "--listen-client-urls", f"http://127.0.0.1:{client}", "--advertise-client-urls", f"http://127.0.0.1:{client}",
-        "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-        "--initial-advertise-peer-urls", f"http://127.0.0.1:{advertised_peer}",
+        "--listen-client-urls", f"{c}://127.0.0.1:{client}", "--advertise-client-urls", f"{c}://127.0.0.1:{client}",
+        "--listen-peer-urls", f"{p}://127.0.0.1:{peer}",
+        "--initial-advertise-peer-urls", f"{p}://127.0.0.1:{advertised_peer}",
         "--log-level", "warn", "--logger", "zap",
     ]  # fmt: skip
 
@@ -245,6 +307,9 @@ class Cluster:
 
     ``kind`` is ``"coord"`` or ``"etcd"``. Every process is stopped by PID in :meth:`stop` (also on ``__exit__``).
     ``heartbeat_ms`` and ``election_ms`` are passed as --heartbeat-interval and --election-timeout.
+    With ``tls`` the members serve clients on https:// URLs (``client_cert_auth`` adds --client-cert-auth); with
+    ``peer_tls`` they talk to each other on https:// peer URLs with --peer-client-cert-auth (every member uses the
+    same files); with ``peer_auto_tls`` on https:// peer URLs with --peer-auto-tls (each its own certificate).
     """
 
     def __init__(
@@ -257,6 +322,10 @@ class Cluster:
         election_ms: int = 500,
         extra_args: Sequence[str] = (),
         peer_proxies: bool = False,
+        tls: TLSFiles | None = None,
+        client_cert_auth: bool = False,
+        peer_tls: TLSFiles | None = None,
+        peer_auto_tls: bool = False,
     ) -> None:
         if kind not in ("coord", "etcd"):
             raise ValueError("kind must be 'coord' or 'etcd'")
@@ -264,7 +333,15 @@ class Cluster:
         self.base_dir = base_dir
         self.token = f"coord-test-{free_port()}"
         self.heartbeat_ms, self.election_ms = heartbeat_ms, election_ms
-        self.extra_args = list(extra_args)
+        self.tls = tls
+        peer_https = peer_tls is not None or peer_auto_tls
+        self._schemes = _Schemes("http" if tls is None else "https", "https" if peer_https else "http")
+        tls_args = [] if tls is None else tls.server_args(client_cert_auth=client_cert_auth)
+        if peer_tls is not None:
+            tls_args += peer_tls.server_args(client_cert_auth=True, peer=True)
+        if peer_auto_tls:
+            tls_args.append("--peer-auto-tls")
+        self.extra_args = [*tls_args, *extra_args]
         self.members: list[ServerProcess] = []
         self.reserved: dict[str, tuple[int, int, int]] = {}
         # With peer_proxies, member i advertises a FaultProxy in front of its peer port: faulting proxies[i]
@@ -279,7 +356,7 @@ class Cluster:
                 self._advertised[peer] = proxy.port
             else:
                 self._advertised[peer] = peer
-        initial = ",".join(f"m{i}=http://127.0.0.1:{self._advertised[peer]}" for i, (_, peer, _) in enumerate(ports))
+        initial = ",".join(f"m{i}={self._peer_url(peer)}" for i, (_, peer, _) in enumerate(ports))
         self.initial_cluster = initial
         try:
             for i, (client, peer, http) in enumerate(ports):
@@ -290,20 +367,23 @@ class Cluster:
             self.stop()
             raise
 
+    def _peer_url(self, peer: int) -> str:
+        return f"{self._schemes.peer}://127.0.0.1:{self._advertised.get(peer, peer)}"
+
     def _spawn(self, name: str, client: int, peer: int, http: int, initial: str, state: str) -> ServerProcess:
         make = _coord_argv if self.kind == "coord" else _etcd_argv
         argv = [
-            *make(name, self.base_dir / name, client, peer, http, self._advertised.get(peer, peer)),
+            *make(name, self.base_dir / name, client, peer, http, self._advertised.get(peer, peer), self._schemes),
             "--initial-cluster", initial, "--initial-cluster-state", state,
             "--initial-cluster-token", self.token,
             "--heartbeat-interval", str(self.heartbeat_ms), "--election-timeout", str(self.election_ms),
             *self.extra_args,
         ]  # fmt: skip
-        server = _spawn(f"{self.kind} {name}", argv, self.base_dir / name, client, peer, wait=False)
+        server = _spawn(f"{self.kind} {name}", argv, self.base_dir / name, client, peer, wait=False, tls=self.tls)
         if self.kind == "coord":
-            server.extra["http_url"] = f"http://127.0.0.1:{http}"
+            server.extra["http_url"] = f"{self._schemes.client}://127.0.0.1:{http}"
         server.extra["name"] = name
-        server.extra["peer_url"] = f"http://127.0.0.1:{self._advertised.get(peer, peer)}"
+        server.extra["peer_url"] = self._peer_url(peer)
         return server
 
     def add_member(self, name: str, initial_cluster: str, extra_args: Sequence[str] = ()) -> ServerProcess:
@@ -323,7 +403,7 @@ class Cluster:
         """Pick ports for a member to be added as ``name``; returns its peer URL (for ``member add``)."""
         ports = (free_port(), free_port(), free_port())
         self.reserved[name] = ports
-        return f"http://127.0.0.1:{ports[1]}"
+        return f"{self._schemes.peer}://127.0.0.1:{ports[1]}"
 
     @property
     def endpoints(self) -> list[str]:
@@ -343,7 +423,7 @@ class Cluster:
                 for member in self.members:
                     if not member.alive():
                         continue
-                    with grpc.insecure_channel(member.endpoint) as ch:
+                    with member.grpc_channel() as ch:
                         st = rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=2)
                     by_id[st.header.member_id] = member
                     leaders.add(st.leader)

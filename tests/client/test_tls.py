@@ -1,8 +1,10 @@
-"""TLS: server verification with a CA, and client-certificate authentication (real etcd)."""
+"""TLS: server verification with a CA, and client-certificate authentication, against real etcd and coord-server.
+
+Both servers serve an https:// client URL with --client-cert-auth and certificates from a CA generated in the test.
+"""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,58 +12,51 @@ import pytest
 
 import coord
 from coord.errors import EtcdError
-from coord.testing import ServerProcess, free_port, start_etcd
+from coord.testing import CertificateAuthority, ServerProcess, TLSFiles, start_coord_server, start_etcd
 from tests.conftest import require_etcd
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-def _make_pki(d: Path) -> None:
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-             "-subj", "/CN=coord-test-ca", cwd=d)  # fmt: skip
-    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
-    for name in ("server", "client"):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", f"/CN={name}", cwd=d)  # fmt: skip
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.pem", "-days", "2", "-extfile", "san.cnf", cwd=d)  # fmt: skip
-
-
 @pytest.fixture
-def tls_etcd(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
-    require_etcd()
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    _make_pki(pki)
-    port = free_port()
-    url = f"https://127.0.0.1:{port}"
-    server = start_etcd(
-        tmp_path / "etcd",
-        client_port=port,
-        extra_args=[
-            "--listen-client-urls", url, "--advertise-client-urls", url,
-            "--cert-file", str(pki / "server.pem"), "--key-file", str(pki / "server.key"),
-            "--trusted-ca-file", str(pki / "ca.pem"), "--client-cert-auth",
-        ],
-    )  # fmt: skip
+def pki(tmp_path: Path) -> dict[str, TLSFiles]:
+    ca = CertificateAuthority(tmp_path / "pki")
+    other = CertificateAuthority(tmp_path / "pki" / "other", "other-ca")
+    return {"server": ca.issue("server"), "client": ca.issue("client"), "rogue": other.issue("rogue", "client")}
+
+
+@pytest.fixture(params=["etcd", "coord"])
+def tls_server(request: pytest.FixtureRequest, tmp_path: Path, pki: dict[str, TLSFiles]) -> Iterator[ServerProcess]:
+    """A fresh single-member real etcd or coord-server serving TLS and requiring client certificates."""
+    if request.param == "etcd":
+        require_etcd()
+        server = start_etcd(tmp_path / "etcd", tls=pki["server"], client_cert_auth=True)
+    else:
+        server = start_coord_server(tmp_path / "coord", tls=pki["server"], client_cert_auth=True)
     try:
-        yield server, pki
+        yield server
     finally:
         server.stop()
 
 
-def test_tls_with_client_certificate(tls_etcd: tuple[ServerProcess, Path]) -> None:
-    server, pki = tls_etcd
+def test_tls_with_client_certificate(tls_server: ServerProcess, pki: dict[str, TLSFiles]) -> None:
+    client_files = pki["client"]
     with coord.connect(
-        server.endpoint, ca_cert=pki / "ca.pem", cert=pki / "client.pem", key=pki / "client.key", timeout=5
+        tls_server.endpoint, ca_cert=client_files.ca, cert=client_files.cert, key=client_files.key, timeout=5
     ) as client:
         client.put("tls", "ok")
         assert client.get("tls").value == b"ok"
 
 
-def test_tls_without_client_certificate_is_refused(tls_etcd: tuple[ServerProcess, Path]) -> None:
-    server, pki = tls_etcd
-    with coord.connect(server.endpoint, ca_cert=pki / "ca.pem", timeout=2) as client, pytest.raises(EtcdError):
+def test_tls_without_client_certificate_is_refused(tls_server: ServerProcess, pki: dict[str, TLSFiles]) -> None:
+    with coord.connect(tls_server.endpoint, ca_cert=pki["server"].ca, timeout=1) as client, pytest.raises(EtcdError):
         client.get("tls")
+
+
+def test_tls_with_the_wrong_ca_is_refused(tls_server: ServerProcess, pki: dict[str, TLSFiles]) -> None:
+    client_files, rogue = pki["client"], pki["rogue"]
+    for ca_cert, files in ((pki["server"].ca, rogue), (rogue.ca, client_files)):
+        # A client certificate the server does not trust; a server certificate the client does not trust.
+        with (
+            coord.connect(tls_server.endpoint, ca_cert=ca_cert, cert=files.cert, key=files.key, timeout=1) as client,
+            pytest.raises(EtcdError),
+        ):
+            client.get("tls")

@@ -86,3 +86,152 @@ def test_unknown_alarm_types_match_etcd(ref_server: ServerProcess, target_server
             got = edge_call(target, method, request)
             assert got == want, f"{method} {request}\netcd: {want}\n{COMPAT_TARGET}: {got}"
     assert target_server.alive(), target_server.log()[-4000:]
+
+
+# -- found by the gRPC fuzzer (tests/server/test_grpc_fuzz.py) ------------------------------------------------------
+
+# Over etcd's default --max-request-bytes (1.5 MiB), under its gRPC receive limit (2 MiB).
+OVERSIZED = 1_600_000
+
+
+def raw_call(channel: grpc.Channel, path: str, body: bytes) -> tuple[str, str, bytes]:
+    """(status code, details, response bytes) of a unary call whose request is ``body`` as is."""
+    try:
+        return "OK", "", channel.unary_unary(path)(body, timeout=10)
+    except grpc.RpcError as err:
+        return err.code().name, err.details() or "", b""
+
+
+def unknown_field(blob: bytes) -> bytes:
+    """``blob`` as length-delimited field 1000, which no etcd message defines."""
+    tag, size, out = 1000 << 3 | 2, len(blob), bytearray()
+    for value in (tag, size):
+        while value > 0x7F:
+            out.append(value & 0x7F | 0x80)
+            value >>= 7
+        out.append(value)
+    return bytes(out) + blob
+
+
+BAD_PEER_URLS = [[], ["http://127.0.0.1:1/path"], ["http://h:1/"], ["ftp://h:1"], ["http://h:x"], ["foo"]]
+
+
+def test_bad_member_urls_match_etcd(ref_server: ServerProcess, target_server: ServerProcess) -> None:
+    """MemberAdd with peer URLs etcd refuses: the same error, and no member added."""
+    with grpc.insecure_channel(ref_server.endpoint) as ref, grpc.insecure_channel(target_server.endpoint) as target:
+        for urls in BAD_PEER_URLS:
+            request = rpc_pb2.MemberAddRequest(peerURLs=urls)
+            want = edge_call_cluster(ref, request)
+            got = edge_call_cluster(target, request)
+            assert got == want, f"MemberAdd {urls}\netcd: {want}\n{COMPAT_TARGET}: {got}"
+        for channel in (ref, target):
+            members = rpc_pb2_grpc.ClusterStub(channel).MemberList(rpc_pb2.MemberListRequest(), timeout=10).members
+            assert len(members) == 1
+    assert target_server.alive(), target_server.log()[-4000:]
+
+
+def edge_call_cluster(channel: grpc.Channel, request: rpc_pb2.MemberAddRequest) -> tuple[str, str]:
+    try:
+        rpc_pb2_grpc.ClusterStub(channel).MemberAdd(request, timeout=10)
+    except grpc.RpcError as err:
+        return err.code().name, err.details() or ""
+    return "OK", ""
+
+
+UNDECODABLE = [
+    ("/etcdserverpb.KV/Range", "unary"),
+    ("/etcdserverpb.KV/Put", "unary"),
+    ("/etcdserverpb.Lease/LeaseGrant", "unary"),
+    ("/etcdserverpb.Maintenance/Snapshot", "server"),
+    ("/v3electionpb.Election/Observe", "server"),
+    ("/etcdserverpb.Watch/Watch", "bidi"),
+    ("/etcdserverpb.Lease/LeaseKeepAlive", "bidi"),
+]
+
+
+def undecodable_outcome(channel: grpc.Channel, path: str, kind: str) -> tuple[str, str]:
+    """(status code, details up to the decoder's own words) for a request that does not decode."""
+    body = b"\x0a\x05ab"  # field 1, 5 bytes long, cut after 2
+    try:
+        if kind == "unary":
+            channel.unary_unary(path)(body, timeout=10)
+        else:
+            call = (
+                channel.unary_stream(path)(body, timeout=10)
+                if kind == "server"
+                else channel.stream_stream(path)(iter([body]), timeout=10)
+            )
+            for _ in call:
+                pass
+    except grpc.RpcError as err:
+        details = err.details() or ""
+        for prefix in ("grpc: error unmarshalling request: ", "grpc: failed to unmarshal the received message "):
+            if details.startswith(prefix):
+                details = prefix + "..."  # the reason is the decoder's own text (Go's or Python's)
+        return err.code().name, details
+    return "OK", ""
+
+
+def test_undecodable_requests_match_etcd(ref_server: ServerProcess, target_server: ServerProcess) -> None:
+    """A request whose bytes do not decode: INTERNAL with grpc-go's message, unary and streaming alike."""
+    with grpc.insecure_channel(ref_server.endpoint) as ref, grpc.insecure_channel(target_server.endpoint) as target:
+        for path, kind in UNDECODABLE:
+            want = undecodable_outcome(ref, path, kind)
+            got = undecodable_outcome(target, path, kind)
+            assert got == want, f"{path}\netcd: {want}\n{COMPAT_TARGET}: {got}"
+    assert target_server.alive(), target_server.log()[-4000:]
+
+
+def test_request_size_rules_match_etcd(ref_server: ServerProcess, target_server: ServerProcess) -> None:
+    """Unknown fields are dropped before the size check; a request too large is refused before coord's key length
+    limit; a txn served from local state (range ops only) has no size limit, a nested txn goes through the log."""
+    big_range = rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=b"r" * OVERSIZED))
+    steps: list[tuple[str, bytes]] = [
+        ("Put", rpc_pb2.PutRequest(key=b"k", value=b"v").SerializeToString() + unknown_field(b"u" * OVERSIZED)),
+        ("Range", rpc_pb2.RangeRequest(key=b"k").SerializeToString()),
+        ("Put", rpc_pb2.PutRequest(key=b"k" * OVERSIZED).SerializeToString()),
+        ("Txn", rpc_pb2.TxnRequest(success=[big_range]).SerializeToString()),
+        (
+            "Txn",
+            rpc_pb2.TxnRequest(
+                success=[rpc_pb2.RequestOp(request_txn=rpc_pb2.TxnRequest(success=[big_range]))]
+            ).SerializeToString(),
+        ),
+    ]
+    response_types = {"Put": rpc_pb2.PutResponse, "Range": rpc_pb2.RangeResponse, "Txn": rpc_pb2.TxnResponse}
+    request_types = {"Put": rpc_pb2.PutRequest, "Range": rpc_pb2.RangeRequest, "Txn": rpc_pb2.TxnRequest}
+    with grpc.insecure_channel(ref_server.endpoint) as ref, grpc.insecure_channel(target_server.endpoint) as target:
+        for method, body in steps:
+            path = f"/etcdserverpb.KV/{method}"
+            outcomes = []
+            for channel in (ref, target):
+                code, details, raw = raw_call(channel, path, body)
+                if raw:
+                    request = request_types[method].FromString(body)
+                    raw = normalise(method, request, response_types[method].FromString(raw)).SerializeToString(
+                        deterministic=True
+                    )
+                outcomes.append((code, details, raw))
+            want, got = outcomes
+            assert got == want, f"{method} ({len(body)} bytes)\netcd: {want}\n{COMPAT_TARGET}: {got}"
+    assert target_server.alive(), target_server.log()[-4000:]
+
+
+def test_negative_hash_revision_matches_etcd(ref_server: ServerProcess, target_server: ServerProcess) -> None:
+    """HashKV at a negative revision hashes no change at all (as at revision 1 of a fresh store), not the current
+    state as revision 0 does. Hashes are compared within each server only: the two implementations hash differently."""
+    with grpc.insecure_channel(ref_server.endpoint) as ref, grpc.insecure_channel(target_server.endpoint) as target:
+        shapes = []
+        for channel in (ref, target):
+            rpc_pb2_grpc.KVStub(channel).Put(rpc_pb2.PutRequest(key=b"k", value=b"v"), timeout=10)
+            maintenance = rpc_pb2_grpc.MaintenanceStub(channel)
+            hashes = {rev: maintenance.HashKV(rpc_pb2.HashKVRequest(revision=rev), timeout=10) for rev in (-1, 0, 1)}
+            shapes.append(
+                (
+                    hashes[-1].hash == hashes[1].hash,
+                    hashes[-1].hash != hashes[0].hash,
+                    hashes[-1].compact_revision,
+                    hashes[-1].header.revision,
+                )
+            )
+    assert shapes[1] == shapes[0] == (True, True, -1, 2), f"etcd: {shapes[0]}\n{COMPAT_TARGET}: {shapes[1]}"

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coord._proto.etcdserverpb import rpc_pb2
+from coord._proto.mvccpb import kv_pb2
 from coord.errors import COMPACTED, FUTURE_REV, MALFORMED_REQUEST
 from coord.server.applier import Applier
 from coord.server.mvcc import MvccError, MvccReader, MvccWriter
@@ -146,6 +147,36 @@ def test_compaction_removes_history_from_disk(backend: Backend) -> None:
     with pytest.raises(MvccError) as err, backend.write() as txn:
         MvccWriter(backend, txn).compact(9)
     assert err.value.spec is FUTURE_REV
+
+
+def test_history_keeps_every_state_of_a_key_changed_twice_in_one_revision(backend: Backend) -> None:
+    # A txn may put a key and then delete it with a from-key range: etcd's history (and so a replaying watch) has both
+    # sub-revisions, the PUT then the DELETE, each with the key's state before the revision as its previous version.
+    write(backend, ("put", b"k", b"old"))  # 2
+    assert write(backend, ("put", b"k", b"new"), ("put", b"other", b"o"), ("del", b"k", b"")) == 3
+    with backend.read() as txn:
+        groups, following = MvccReader(backend, txn).history(3, 3, 100)
+    assert following == 4
+    ((revision, events),) = groups
+    assert revision == 3
+    described = [(e.type, e.kv.key, e.kv.value, e.kv.version, e.prev_kv.value if e.prev_kv else None) for e in events]
+    assert described == [
+        (kv_pb2.Event.PUT, b"k", b"new", 2, b"old"),
+        (kv_pb2.Event.PUT, b"other", b"o", 1, None),
+        (kv_pb2.Event.DELETE, b"k", b"", 0, b"old"),
+        (kv_pb2.Event.DELETE, b"other", b"", 0, None),
+    ]
+    assert read(backend, b"k", rev=2) == [(b"k", b"old", 2, 2, 1)] and read(backend, b"k") == []
+    with backend.read() as txn:
+        hash_before = MvccReader(backend, txn).hash_kv(0)
+    with backend.read() as txn:
+        assert MvccReader(backend, txn).hash_kv(0) == hash_before
+    write(backend, ("put", b"later", b"x"))  # 4
+    with backend.write() as txn:
+        MvccWriter(backend, txn).compact(4)  # drops the overwritten state with the rest of revision 3
+    with backend.read() as txn:
+        stored = [bytes(k) for k, _ in txn.cursor(db=backend.revisions)]
+    assert stored == [(4).to_bytes(8, "big") + (0).to_bytes(8, "big")]
 
 
 def test_hash_is_a_function_of_history(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ also carries the member's record for the replicated member table. Answers come o
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 import grpc
 
@@ -17,6 +19,8 @@ from coord.errors import (
     MEMBER_NOT_LEARNER,
     PEER_URL_EXISTS,
     TOO_MANY_LEARNERS,
+    ErrorSpec,
+    EtcdError,
 )
 from coord.server.api.common import Headers, abort
 from coord.server.config import host_port
@@ -32,6 +36,31 @@ Context = grpc.aio.ServicerContext[object, object]
 _MAX_LEARNERS = 1
 # A learner may be promoted once its log is within this fraction of the leader's (etcd: 90%).
 _READY_FRACTION = 0.9
+
+# etcd's ErrGRPCMemberBadURLs, for any peer URL list its types.NewURLs refuses.
+MEMBER_BAD_URLS = ErrorSpec(grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: given member URLs are invalid", EtcdError)
+
+
+def checked_peer_urls(urls: Sequence[str]) -> list[str]:
+    """The peer URLs of a new member, trimmed as etcd trims them.
+
+    Raises Rejected(MEMBER_BAD_URLS) for what etcd's ``types.NewURLs`` refuses (an empty list; a scheme other than
+    http(s); no host:port; a path) and for what coord cannot dial (a unix socket; a port that is not a number).
+    """
+    if not urls:
+        raise Rejected(MEMBER_BAD_URLS)
+    checked: list[str] = []
+    for url in urls:
+        url = url.strip()
+        try:
+            host_port(url)
+            path = urlsplit(url).path
+        except ValueError:
+            raise Rejected(MEMBER_BAD_URLS) from None
+        if path:
+            raise Rejected(MEMBER_BAD_URLS)
+        checked.append(url)
+    return checked
 
 
 def _pb(m: Member) -> rpc_pb2.Member:
@@ -53,14 +82,10 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         return resp
 
     async def MemberAdd(self, request: rpc_pb2.MemberAddRequest, context: Context) -> rpc_pb2.MemberAddResponse:
-        urls = list(request.peerURLs)
         try:
-            for url in urls:
-                host_port(url)
-        except ValueError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if not urls:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "member add: at least one peer URL is required")
+            urls = checked_peer_urls(request.peerURLs)
+        except Rejected as refusal:
+            await abort(context, refusal.spec)
         taken = {u for m in self._node.members.values() for u in m.peer_urls}
         if taken & set(urls):
             await abort(context, PEER_URL_EXISTS)

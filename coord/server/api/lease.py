@@ -14,6 +14,7 @@ import grpc
 
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from coord.server.api.common import Headers, abort
+from coord.server.api.validation import UndecodableRequest, read_request
 from coord.server.auth import SYSTEM, AuthGate, AuthInfo
 from coord.server.lease import Lessor, stored_leases
 from coord.server.node import Node
@@ -90,7 +91,10 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
     async def LeaseKeepAlive(self, request_iterator: object, context: StreamContext) -> None:  # type: ignore[override]
         """Renew each lease named on the stream; an unknown lease is answered with TTL 0, as etcd does."""
         while True:
-            request = await context.read()
+            try:
+                request = await read_request(context)
+            except UndecodableRequest as bad:
+                await context.abort(grpc.StatusCode.INTERNAL, bad.status_details)
             if not isinstance(request, rpc_pb2.LeaseKeepAliveRequest):
                 return  # the client half-closed
             try:

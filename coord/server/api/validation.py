@@ -2,9 +2,22 @@
 
 Each check raises :class:`Rejected`. They need no state: anything that depends on the store (leases, ignore_* on a
 missing key, revisions) is checked when the request is applied.
+
+Requests are decoded as etcd decodes them: bytes that do not decode are answered as etcd (grpc-go) answers them, with
+INTERNAL and ``grpc: error unmarshalling request: ...``, and fields the API does not define are dropped (so they
+neither count towards --max-request-bytes nor reach the log). :class:`DecodeGuard` does it for the methods with one
+request (grpc.aio decodes that request before any servicer code runs), :func:`read_request` reports undecodable
+requests on the request streams (Watch, LeaseKeepAlive).
 """
 
 from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError, Message
 
 from coord._proto.etcdserverpb import rpc_pb2
 from coord.errors import (
@@ -14,16 +27,9 @@ from coord.errors import (
     LEASE_PROVIDED,
     TOO_MANY_OPS,
     VALUE_PROVIDED,
-    ErrorSpec,
 )
-from coord.server.mvcc import key_fits
+from coord.server.mvcc import KEY_TOO_LONG, key_fits
 from coord.server.rejection import Rejected
-
-KEY_TOO_LONG = ErrorSpec(
-    EMPTY_KEY.code,
-    "coord: key is too long (at most 501 bytes, counting each NUL byte twice)",
-    EMPTY_KEY.exception,
-)
 
 
 def check_range(req: rpc_pb2.RangeRequest) -> None:
@@ -31,15 +37,32 @@ def check_range(req: rpc_pb2.RangeRequest) -> None:
         raise Rejected(EMPTY_KEY)
 
 
-def check_put(req: rpc_pb2.PutRequest) -> None:
+def check_put(req: rpc_pb2.PutRequest, key_length: bool = True) -> None:
+    """etcd's checks, then (unless ``key_length`` is False) coord's key length limit: a caller that checks the
+    request's size passes False and calls :func:`check_key_lengths` after the size, as etcd refuses a request that is
+    too large before anything else (the applier refuses a key that is too long anyway)."""
     if not req.key:
         raise Rejected(EMPTY_KEY)
     if req.ignore_value and req.value:
         raise Rejected(VALUE_PROVIDED)
     if req.ignore_lease and req.lease:
         raise Rejected(LEASE_PROVIDED)
-    if not key_fits(req.key):
+    if key_length and not key_fits(req.key):
         raise Rejected(KEY_TOO_LONG)
+
+
+def check_key_lengths(request: Message) -> None:
+    """coord's key length limit on every key a Put or Txn request writes (nested txns included)."""
+    if isinstance(request, rpc_pb2.PutRequest):
+        if not key_fits(request.key):
+            raise Rejected(KEY_TOO_LONG)
+    elif isinstance(request, rpc_pb2.TxnRequest):
+        for op in (*request.success, *request.failure):
+            kind = op.WhichOneof("request")
+            if kind == "request_put":
+                check_key_lengths(op.request_put)
+            elif kind == "request_txn":
+                check_key_lengths(op.request_txn)
 
 
 def check_delete(req: rpc_pb2.DeleteRangeRequest) -> None:
@@ -47,14 +70,15 @@ def check_delete(req: rpc_pb2.DeleteRangeRequest) -> None:
         raise Rejected(EMPTY_KEY)
 
 
-def check_txn(req: rpc_pb2.TxnRequest, max_txn_ops: int) -> None:
-    """etcd's checkTxnRequest then checkIntervals: op counts, empty keys, and keys written twice."""
-    _check_txn_ops(req, max_txn_ops)
+def check_txn(req: rpc_pb2.TxnRequest, max_txn_ops: int, key_length: bool = True) -> None:
+    """etcd's checkTxnRequest then checkIntervals: op counts, empty keys, and keys written twice (and coord's key
+    length limit, as :func:`check_put`)."""
+    _check_txn_ops(req, max_txn_ops, key_length)
     _intervals(req.success)
     _intervals(req.failure)
 
 
-def _check_txn_ops(req: rpc_pb2.TxnRequest, max_txn_ops: int) -> None:
+def _check_txn_ops(req: rpc_pb2.TxnRequest, max_txn_ops: int, key_length: bool) -> None:
     ops = max(len(req.compare), len(req.success), len(req.failure))
     if ops > max_txn_ops:
         raise Rejected(TOO_MANY_OPS)
@@ -66,12 +90,12 @@ def _check_txn_ops(req: rpc_pb2.TxnRequest, max_txn_ops: int) -> None:
         if kind == "request_range":
             check_range(op.request_range)
         elif kind == "request_put":
-            check_put(op.request_put)
+            check_put(op.request_put, key_length)
         elif kind == "request_delete_range":
             check_delete(op.request_delete_range)
         elif kind == "request_txn":
             # A nested txn gets the budget its parent left over.
-            _check_txn_ops(op.request_txn, max_txn_ops - ops)
+            _check_txn_ops(op.request_txn, max_txn_ops - ops, key_length)
         else:
             raise Rejected(KEY_NOT_FOUND)
 
@@ -135,3 +159,106 @@ def _intervals(ops: object) -> tuple[set[bytes], list[_Interval]]:
             raise Rejected(DUPLICATE_KEY)
         puts.add(key)
     return puts, deletes
+
+
+# -- requests that do not decode ----------------------------------------------------------------------------------
+
+# grpc-go's messages (etcd's answers) for a request that does not decode: in a unary call, and in a streaming one.
+UNMARSHAL_REQUEST = "grpc: error unmarshalling request: "
+UNMARSHAL_STREAM = "grpc: failed to unmarshal the received message "
+
+
+class Undecodable:
+    """What :class:`DecodeGuard`'s deserializer returns for bytes that are not a valid request (never a servicer's
+    business: the guard answers the call before it reaches one)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Decodes the request of a unary-request call as etcd does: unknown fields are dropped, and a request that does
+    not decode ends the call with etcd's status (INTERNAL, ``grpc: error unmarshalling request: <reason>``, or
+    ``grpc: failed to unmarshal the received message <reason>`` for a response-streaming method) instead of
+    grpc.aio's UNKNOWN ``Unexpected <class 'DecodeError'>``.
+
+    Usage (first in the server's interceptor list, since grpc-go, and so etcd, decodes before any interceptor)::
+
+        server = grpc.aio.server(interceptors=[DecodeGuard(), metrics.interceptor(), AdminOnly(gate)])
+
+    Request-streaming methods are left alone (their servicers read with :func:`read_request`). The handlers it
+    wraps must be coroutines or async generators, as every coord servicer method is.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(details)
+        if handler is None or handler.request_streaming or handler.request_deserializer is None:
+            return handler
+        decode: Callable[[bytes], Any] = handler.request_deserializer
+
+        def deserializer(raw: bytes) -> Any:
+            try:
+                request = decode(raw)
+            except DecodeError as error:
+                return Undecodable(str(error))
+            if isinstance(request, Message):
+                request.DiscardUnknownFields()
+            return request
+
+        prefix = UNMARSHAL_STREAM if handler.response_streaming else UNMARSHAL_REQUEST
+
+        async def refuse(request: Any, context: Any) -> None:
+            if isinstance(request, Undecodable):
+                await context.abort(grpc.StatusCode.INTERNAL, prefix + request.reason)
+
+        if handler.unary_unary is not None:
+            inner: Any = handler.unary_unary
+
+            async def unary(request: Any, context: Any) -> Any:
+                await refuse(request, context)
+                return await inner(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, request_deserializer=deserializer, response_serializer=handler.response_serializer
+            )
+        inner_stream: Any = handler.unary_stream
+
+        async def stream_gen(request: Any, context: Any) -> AsyncIterator[Any]:
+            await refuse(request, context)
+            async for item in inner_stream(request, context):
+                yield item
+
+        async def stream_writer(request: Any, context: Any) -> None:
+            await refuse(request, context)
+            await inner_stream(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream_gen if inspect.isasyncgenfunction(inner_stream) else stream_writer,
+            request_deserializer=deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class UndecodableRequest(Exception):
+    """A request read from a client stream did not decode; ``status_details`` is etcd's message for it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.status_details = UNMARSHAL_STREAM + reason
+
+
+async def read_request(context: grpc.aio.ServicerContext[Any, Any]) -> Message | None:
+    """The next request of the call's request stream, or None once the client half-closed. Raises
+    :class:`UndecodableRequest` when its bytes do not decode (end the call with INTERNAL and its ``status_details``,
+    as etcd does)."""
+    try:
+        request = await context.read()
+    except DecodeError as error:
+        raise UndecodableRequest(str(error)) from None
+    return request if isinstance(request, Message) else None

@@ -14,6 +14,7 @@ import grpc
 
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from coord.server.api.common import Headers
+from coord.server.api.validation import UndecodableRequest, read_request
 from coord.server.auth import AuthGate
 from coord.server.mvcc.watchable import WatchHub, WatchStream
 from coord.server.rejection import Rejected
@@ -34,22 +35,29 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
             while True:
                 response = await stream.next_response()
                 if response is None:
-                    return
+                    break
                 await context.write(response)
         finally:
-            reader.cancel()
+            reader.cancel()  # a no-op if it already ended
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+                await reader  # a failure is reported below
             self._hub.close_stream(stream)
+        # The stream closes early only when reading requests failed: end the call with that failure.
+        error = None if reader.cancelled() else reader.exception()
+        if isinstance(error, UndecodableRequest):
+            await context.abort(grpc.StatusCode.INTERNAL, error.status_details)
+        if error is not None:
+            raise error
 
     async def _read_requests(self, stream: WatchStream, context: Context) -> None:
         """Handle requests until the client half-closes. As in etcd, a half-close only ends the requests: the
-        watchers keep sending events until the client cancels the call or goes away (which cancels the handler)."""
+        watchers keep sending events until the client cancels the call or goes away (which cancels the handler).
+        A request that fails (one that does not decode, say) closes the stream; :meth:`Watch` reports why."""
         try:
             while True:
-                request = await context.read()
+                request = await read_request(context)
                 if not isinstance(request, rpc_pb2.WatchRequest):
-                    return  # grpc.aio.EOF: the client half-closed; keep delivering
+                    return  # the client half-closed; keep delivering
                 kind = request.WhichOneof("request_union")
                 if kind == "create_request":
                     if self._permitted(stream, request.create_request, context):

@@ -1,34 +1,52 @@
-"""Leases: the replicated part (grant, revoke, which keys are attached) and the member-local part (deadlines).
+"""The member-local part of leases: deadlines, expiry and TTL checkpoints.
 
-Replicated state lives in LMDB and changes only by applying log entries: ``leases`` maps a lease id to its granted
-TTL, and the MVCC store keeps the lease -> keys table. Deadlines are not replicated: the member that expires leases
-(a single member, later the Raft leader) tracks them in memory, renews them on keep-alive, and expires a lease by
-proposing its revoke through the log, so every member deletes the attached keys at the same revision. On start-up
-(and, with Raft, on becoming leader) every lease gets its full TTL again before anything can expire, so a restart
-never expires a lease early.
+Replicated state (:mod:`coord.server.lease.store`) changes only by applying log entries. Deadlines are not replicated:
+every member tracks every lease, but only the Raft leader's deadlines mean anything. The leader renews leases on
+keep-alive and expires a lease by proposing its revoke through the log, so every member deletes the attached keys at
+the same revision.
+
+A new leader cannot know how long ago the old one last heard from a client, so it gives every lease a fresh deadline
+before expiring any: its remaining TTL plus an extension (the election timeout, time for the old leader to notice it
+lost leadership), as etcd does. Without checkpoints the remaining TTL is the full TTL, and repeated leader changes
+can keep a dead lease alive forever. With checkpoints (etcd's lease checkpointing, ``--lease-checkpoint-interval``),
+the leader proposes, every interval, the remaining TTL of each lease whose TTL is longer than the interval; every
+member stores it next to the granted TTL, and a new leader starts each lease at its checkpointed remaining TTL. A
+keep-alive on a checkpointed lease proposes a checkpoint of 0 ("full TTL again"), so at most two checkpoint entries
+per lease are written per interval however often it is renewed.
+
+A new leader first proposes an empty checkpoint entry and waits until it is applied (a barrier: then every
+checkpoint of earlier terms is applied too), and only then takes over expiry with deadlines from the stored
+checkpoints (etcd promotes its lessor once the leader applied its first entry, for the same reason). Keep-alives in
+between are honoured and win over the checkpoints.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from coord._proto.etcdserverpb import rpc_pb2
-from coord.errors import LEASE_EXISTS, LEASE_NOT_FOUND, LEASE_TTL_TOO_LARGE
-from coord.server.mvcc import MvccWriter
+from coord.errors import LEASE_NOT_FOUND
+from coord.server.lease.store import StoredLease
 from coord.server.rejection import Rejected
-from coord.server.storage.backend import Backend, from_i64, i64
 
 log = logging.getLogger(__name__)
 
-MAX_LEASE_TTL = 9_000_000_000  # seconds, as etcd
+# Proposes a checkpoint entry through the log and returns once this member applied it; raises Rejected.
+CheckpointProposer = Callable[[rpc_pb2.LeaseCheckpointRequest], Awaitable[object]]
+
+DEFAULT_CHECKPOINT_INTERVAL_S = 300.0  # etcd's default: 5 minutes
 _EXPIRE_PER_TICK = 500
+_CHECKPOINT_BATCH = 1000  # checkpoints per log entry, as etcd's maxLeaseCheckpointBatchSize
+_CHECKPOINT_RATE = 1000  # checkpoints per second at most, as etcd's leaseCheckpointRate
+_REVOKE_RETRY_S = 1.0
 
 
 def min_lease_ttl(election_timeout_ms: int) -> int:
@@ -36,146 +54,316 @@ def min_lease_ttl(election_timeout_ms: int) -> int:
     return max(1, math.ceil(1.5 * election_timeout_ms / 1000))
 
 
-# -- replicated state (called by the applier inside its LMDB write transaction) --------------------------------------
-
-
-def lease_exists(backend: Backend, txn: Any, lease_id: int) -> bool:
-    return txn.get(i64(lease_id), db=backend.leases) is not None
-
-
-def apply_grant(backend: Backend, txn: Any, req: rpc_pb2.LeaseGrantRequest, min_ttl: int) -> rpc_pb2.LeaseGrantResponse:
-    """Grant ``req.ID`` (chosen by the proposer) with ``req.TTL`` raised to the minimum; refuses a TTL above the maximum
-    and an id in use."""
-    if req.TTL > MAX_LEASE_TTL:
-        raise Rejected(LEASE_TTL_TOO_LARGE)
-    if lease_exists(backend, txn, req.ID):
-        raise Rejected(LEASE_EXISTS)
-    ttl = max(req.TTL, min_ttl)
-    txn.put(i64(req.ID), i64(ttl), db=backend.leases)
-    return rpc_pb2.LeaseGrantResponse(ID=req.ID, TTL=ttl)
-
-
-def apply_revoke(backend: Backend, writer: MvccWriter, txn: Any, lease_id: int) -> rpc_pb2.LeaseRevokeResponse:
-    """Delete the lease and every key attached to it, all in the writer's one revision."""
-    if not lease_exists(backend, txn, lease_id):
-        raise Rejected(LEASE_NOT_FOUND)
-    for key in writer.lease_keys(lease_id):
-        writer.delete_range(key, None)
-    txn.delete(i64(lease_id), db=backend.leases)
-    return rpc_pb2.LeaseRevokeResponse()
-
-
-def stored_leases(backend: Backend, txn: Any) -> dict[int, int]:
-    """Every granted lease: id -> granted TTL."""
-    with txn.cursor(db=backend.leases) as cursor:
-        return {from_i64(k): from_i64(v) for k, v in cursor}
-
-
-# -- member-local deadlines -------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Deadline:
+@dataclass(slots=True)
+class _Lease:
     ttl: int
     expires_at: float
+    # The remaining TTL the log holds for this lease as this member last knew it (0: none). Exact on the primary.
+    checkpoint: int = 0
     revoking: bool = False
 
 
 class Lessor:
-    """Tracks lease deadlines on this member and, while it is the primary (the Raft leader), expires leases by
-    proposing revokes (through ``revoke``).
+    """Tracks lease deadlines on this member and, while it leads, expires leases (through ``revoke``) and
+    checkpoints their remaining TTLs (through ``checkpoint``; None disables checkpoints).
 
-    Every member tracks every lease (grants and revokes arrive by applying the log), but only the primary's
-    deadlines mean anything: keep-alives are served by the leader. On promotion every lease gets its full TTL again
-    before anything can expire (a new leader cannot know how long the old one last heard from a client).
-    ``clock`` is monotonic seconds. All methods run on the server's event loop.
+    Usage (the member server wires it)::
+
+        lessor = Lessor(revoke, checkpoint=propose_checkpoint, load=read_stored_leases, extend_seconds=1.0)
+        lessor.restore(stored)   # on start and after installing a snapshot
+        lessor.start()
+        lessor.lead()            # this member became leader; lessor.demote() when it no longer is
+        lessor.keep_alive(lease_id)
+
+    ``load`` reads every stored lease (id -> StoredLease) from the store; ``clock`` is monotonic seconds. All methods
+    run on the server's event loop and never raise, except :meth:`stop`'s cancellation.
     """
 
     def __init__(
         self,
         revoke: Callable[[int], Awaitable[object]],
+        *,
+        checkpoint: CheckpointProposer | None = None,
+        load: Callable[[], dict[int, StoredLease]] | None = None,
+        checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL_S,
+        extend_seconds: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         tick_seconds: float = 0.25,
     ) -> None:
+        if checkpoint_interval <= 0:
+            raise ValueError("checkpoint_interval must be > 0")
         self._revoke = revoke
+        self._checkpoint = checkpoint
+        self._load = load
+        self._interval = checkpoint_interval
+        self._extend = extend_seconds
         self._clock = clock
         self._tick = tick_seconds
-        self._deadlines: dict[int, _Deadline] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._expiring: set[asyncio.Task[None]] = set()
+        self._leases: dict[int, _Lease] = {}
+        # (deadline, lease id) for every deadline set while primary; stale entries are skipped when popped.
+        self._expiry_heap: list[tuple[float, int]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        # Bumped on every lead/demote: work started for an older leadership stops.
+        self._generation = 0
+        # Leases renewed since this member became leader, before it took over (they keep their new deadline).
+        self._renewed: set[int] = set()
+        self._clears: list[int] = []
+        self._flushing = False
+        self.leading = False
         self.primary = False
 
-    def promote(self) -> None:
-        """This member now leads: give every lease its full TTL from now, then start expiring."""
-        now = self._clock()
-        for deadline in self._deadlines.values():
-            deadline.expires_at = now + deadline.ttl
-            deadline.revoking = False
-        self.primary = True
+    @property
+    def checkpointing(self) -> bool:
+        return self._checkpoint is not None
+
+    # -- leadership ---------------------------------------------------------------------------------------------------
+
+    def lead(self) -> None:
+        """This member now leads: take over expiry once earlier checkpoints are applied (at once without
+        checkpoints)."""
+        self._generation += 1
+        self.leading = True
+        self.primary = False
+        self._renewed.clear()
+        self._expiry_heap.clear()
+        if self._checkpoint is None:
+            self._promote({})
+            return
+        self._spawn(self._settle(self._generation, self._checkpoint))
 
     def demote(self) -> None:
-        """This member no longer leads: stop expiring (the new leader does)."""
+        """This member no longer leads: stop expiring and checkpointing (the new leader does)."""
+        self._generation += 1
+        self.leading = False
         self.primary = False
+        self._renewed.clear()
+        self._expiry_heap.clear()
+        self._clears.clear()
 
-    def restore(self, leases: dict[int, int]) -> None:
-        """Start tracking ``leases`` (id -> TTL), each with its full TTL from now."""
+    async def _settle(self, generation: int, checkpoint: CheckpointProposer) -> None:
+        while generation == self._generation:
+            try:
+                await checkpoint(rpc_pb2.LeaseCheckpointRequest())
+                break
+            except Rejected as refusal:
+                log.debug("lease checkpoint barrier: %s; retrying", refusal.spec.message)
+                await asyncio.sleep(self._tick)
+        if generation != self._generation:
+            return
+        self._promote(self._load() if self._load is not None else {})
+
+    def _promote(self, stored: dict[int, StoredLease]) -> None:
+        """Give every lease its deadline under this leader (checkpointed remaining TTL, or full TTL, plus the
+        extension; leases renewed meanwhile keep theirs) and start expiring."""
         now = self._clock()
-        self._deadlines = {lid: _Deadline(ttl, now + ttl) for lid, ttl in leases.items()}
+        for lease_id, known in stored.items():
+            self._leases.setdefault(lease_id, _Lease(known.ttl, now + known.ttl))
+        for lease_id, lease in self._leases.items():
+            record = stored.get(lease_id)
+            lease.checkpoint = record.remaining if record is not None and self.checkpointing else 0
+            lease.revoking = False
+            if lease_id in self._renewed:
+                if lease.checkpoint:
+                    self._queue_clear(lease_id, lease)
+                continue
+            start = record.starting_ttl if record is not None and self.checkpointing else lease.ttl
+            lease.expires_at = now + self._extend + start
+        self._renewed.clear()
+        self._expiry_heap = [(lease.expires_at, lease_id) for lease_id, lease in self._leases.items()]
+        heapq.heapify(self._expiry_heap)
+        self.primary = True
+
+    # -- replicated changes, as applied -------------------------------------------------------------------------------
+
+    def restore(self, leases: dict[int, StoredLease]) -> None:
+        """Track exactly ``leases`` (on start, and after a snapshot replaced the store), each with its full TTL from
+        now; a leading member takes over again from the new state."""
+        now = self._clock()
+        self._leases = {lid: _Lease(rec.ttl, now + rec.ttl, rec.remaining) for lid, rec in leases.items()}
+        if self.leading:
+            self.lead()
 
     def on_granted(self, lease_id: int, ttl: int) -> None:
-        self._deadlines[lease_id] = _Deadline(ttl, self._clock() + ttl)
+        lease = _Lease(ttl, self._clock() + ttl)
+        self._leases[lease_id] = lease
+        if self.primary:
+            heapq.heappush(self._expiry_heap, (lease.expires_at, lease_id))
 
     def on_revoked(self, lease_id: int) -> None:
-        self._deadlines.pop(lease_id, None)
+        self._leases.pop(lease_id, None)
+
+    # -- client requests (served by the leader) -----------------------------------------------------------------------
 
     def keep_alive(self, lease_id: int) -> int:
-        """Renew the lease to its full TTL; returns the TTL, or 0 when the lease does not exist (etcd's answer)."""
-        deadline = self._deadlines.get(lease_id)
-        if deadline is None or deadline.revoking:
+        """Renew the lease to its full TTL; returns the TTL, or 0 when the lease does not exist (etcd's answer).
+
+        A checkpointed lease gets its checkpoint cleared through the log, so a later leader does not start it at the
+        old remaining TTL."""
+        lease = self._leases.get(lease_id)
+        if lease is None or lease.revoking:
             return 0
-        deadline.expires_at = self._clock() + deadline.ttl
-        return deadline.ttl
+        lease.expires_at = self._clock() + lease.ttl
+        if self.primary:
+            heapq.heappush(self._expiry_heap, (lease.expires_at, lease_id))
+            if lease.checkpoint:
+                self._queue_clear(lease_id, lease)
+            self._compact_heap()
+        elif self.leading:
+            self._renewed.add(lease_id)
+        return lease.ttl
 
     def remaining(self, lease_id: int) -> tuple[int, int] | None:
-        """(remaining whole seconds, granted TTL), or None for an unknown lease."""
-        deadline = self._deadlines.get(lease_id)
-        if deadline is None:
+        """(remaining whole seconds, granted TTL), or None for an unknown lease.
+
+        Between becoming leader and taking over, a lease not renewed meanwhile answers the TTL it will start at."""
+        lease = self._leases.get(lease_id)
+        if lease is None:
             return None
-        return max(0, int(deadline.expires_at - self._clock())), deadline.ttl
+        if self.leading and not self.primary and lease_id not in self._renewed:
+            start = lease.checkpoint if self.checkpointing and 0 < lease.checkpoint < lease.ttl else lease.ttl
+            return int(start + self._extend), lease.ttl
+        return max(0, int(lease.expires_at - self._clock())), lease.ttl
 
     def ids(self) -> list[int]:
-        return list(self._deadlines)
+        return list(self._leases)
+
+    # -- background work ----------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._expire_loop(), name="coord-lease-expiry")
+        self._loops.append(asyncio.create_task(self._expire_loop(), name="coord-lease-expiry"))
+        if self._checkpoint is not None:
+            self._loops.append(asyncio.create_task(self._checkpoint_loop(), name="coord-lease-checkpoint"))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        self._generation += 1
+        tasks = [*self._loops, *self._tasks]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
-    def expired(self) -> list[int]:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _compact_heap(self) -> None:
+        """Drop stale entries once they outnumber live leases (renewals push a new entry each)."""
+        if len(self._expiry_heap) > 4 * len(self._leases) + 1024:
+            self._expiry_heap = [(lease.expires_at, lid) for lid, lease in self._leases.items() if not lease.revoking]
+            heapq.heapify(self._expiry_heap)
+
+    def _due(self) -> list[int]:
+        """Leases past their deadline (at most _EXPIRE_PER_TICK), marked as being revoked."""
         now = self._clock()
-        return [lid for lid, d in self._deadlines.items() if d.expires_at <= now and not d.revoking]
+        heap = self._expiry_heap
+        due: list[int] = []
+        while heap and heap[0][0] <= now and len(due) < _EXPIRE_PER_TICK:
+            _, lease_id = heapq.heappop(heap)
+            lease = self._leases.get(lease_id)
+            if lease is None or lease.revoking or lease.expires_at > now:
+                continue  # revoked, already being revoked, or renewed (a later entry stands for it)
+            lease.revoking = True
+            due.append(lease_id)
+        return due
 
     async def _expire_loop(self) -> None:
         while True:
             await asyncio.sleep(self._tick)
-            if not self.primary:
-                continue
-            for lease_id in self.expired()[:_EXPIRE_PER_TICK]:
-                self._deadlines[lease_id].revoking = True
-                task = asyncio.create_task(self._expire(lease_id))
-                self._expiring.add(task)
-                task.add_done_callback(self._expiring.discard)
+            if self.primary:
+                for lease_id in self._due():
+                    self._spawn(self._expire(lease_id, self._generation))
 
-    async def _expire(self, lease_id: int) -> None:
+    async def _expire(self, lease_id: int, generation: int) -> None:
         try:
             await self._revoke(lease_id)
         except Rejected as refusal:
-            if refusal.spec is not LEASE_NOT_FOUND:
-                log.warning("expiring lease %x failed: %s; will retry", lease_id, refusal.spec.message)
-                deadline = self._deadlines.get(lease_id)
-                if deadline is not None:
-                    deadline.revoking = False
+            if refusal.spec is LEASE_NOT_FOUND:
+                return
+            log.warning("expiring lease %x failed: %s; will retry", lease_id, refusal.spec.message)
+            lease = self._leases.get(lease_id)
+            if lease is not None:
+                lease.revoking = False
+                if generation == self._generation and self.primary:
+                    heapq.heappush(self._expiry_heap, (self._clock() + _REVOKE_RETRY_S, lease_id))
+
+    # -- checkpoints --------------------------------------------------------------------------------------------------
+
+    def _queue_clear(self, lease_id: int, lease: _Lease) -> None:
+        """Propose (soon, batched) that ``lease_id`` has no checkpoint any more."""
+        lease.checkpoint = 0
+        self._clears.append(lease_id)
+        if not self._flushing and self._checkpoint is not None:
+            self._flushing = True
+            self._spawn(self._flush_clears(self._generation, self._checkpoint))
+
+    async def _flush_clears(self, generation: int, checkpoint: CheckpointProposer) -> None:
+        try:
+            await asyncio.sleep(0)  # let the keep-alives already queued on the loop join this batch
+            while self._clears and generation == self._generation:
+                batch, self._clears = self._clears[:_CHECKPOINT_BATCH], self._clears[_CHECKPOINT_BATCH:]
+                request = rpc_pb2.LeaseCheckpointRequest(
+                    checkpoints=[rpc_pb2.LeaseCheckpoint(ID=lid, remaining_TTL=0) for lid in batch]
+                )
+                try:
+                    await checkpoint(request)
+                except Rejected as refusal:
+                    # Lost with a leader change (the next leader may then start these leases at their old
+                    # checkpoint, as etcd would) or timed out: retry while this member still leads.
+                    log.debug("clearing %d lease checkpoints: %s", len(batch), refusal.spec.message)
+                    if generation == self._generation:
+                        self._clears[:0] = [lid for lid in batch if lid in self._leases]
+                        await asyncio.sleep(self._tick)
+        finally:
+            self._flushing = False
+
+    def checkpoint_candidates(self) -> list[int]:
+        """Leases whose TTL is long enough to be checkpointed (longer than the interval), in no particular order."""
+        return [lid for lid, lease in self._leases.items() if lease.ttl > self._interval and not lease.revoking]
+
+    def _take_checkpoints(self, lease_ids: list[int]) -> list[rpc_pb2.LeaseCheckpoint]:
+        """The checkpoints of ``lease_ids`` due now: remaining TTL (rounded up) below the granted TTL and different
+        from the one the log holds. Records them as the log's (the caller proposes them at once)."""
+        now = self._clock()
+        checkpoints: list[rpc_pb2.LeaseCheckpoint] = []
+        for lease_id in lease_ids:
+            lease = self._leases.get(lease_id)
+            if lease is None or lease.revoking:
+                continue
+            remaining = math.ceil(lease.expires_at - now)
+            if remaining <= 0 or remaining >= lease.ttl or remaining == lease.checkpoint:
+                continue
+            lease.checkpoint = remaining
+            checkpoints.append(rpc_pb2.LeaseCheckpoint(ID=lease_id, remaining_TTL=remaining))
+        return checkpoints
+
+    async def _checkpoint_loop(self) -> None:
+        assert self._checkpoint is not None
+        while True:
+            await asyncio.sleep(self._interval)
+            if self.primary:
+                await self._checkpoint_all(self._generation, self._checkpoint)
+
+    async def _checkpoint_all(self, generation: int, checkpoint: CheckpointProposer) -> None:
+        """One round: checkpoint every candidate lease, in entries of at most _CHECKPOINT_BATCH, at most
+        _CHECKPOINT_RATE per second. Each batch's remaining TTLs are computed just before it is proposed, so a
+        keep-alive in between is never overwritten by an older remaining TTL."""
+        candidates = self.checkpoint_candidates()
+        for start in range(0, len(candidates), _CHECKPOINT_BATCH):
+            if generation != self._generation or not self.primary:
+                return
+            batch = self._take_checkpoints(candidates[start : start + _CHECKPOINT_BATCH])
+            if not batch:
+                continue
+            try:
+                await checkpoint(rpc_pb2.LeaseCheckpointRequest(checkpoints=batch))
+            except Rejected as refusal:
+                log.debug("lease checkpoint of %d leases: %s", len(batch), refusal.spec.message)
+                for item in batch:  # unknown outcome: make the next round propose them again
+                    lease = self._leases.get(item.ID)
+                    if lease is not None and lease.checkpoint == item.remaining_TTL:
+                        lease.checkpoint = -1
+                return
+            await asyncio.sleep(len(batch) / _CHECKPOINT_RATE)

@@ -13,7 +13,7 @@ from typing import Any
 from coord._proto.etcdserverpb import rpc_pb2
 from coord._proto.mvccpb import kv_pb2
 from coord.errors import COMPACTED, FUTURE_REV, KEY_NOT_FOUND, LEASE_NOT_FOUND
-from coord.server.mvcc.store import MvccError, MvccReader, MvccWriter, range_end_of
+from coord.server.mvcc.store import KEY_TOO_LONG, MvccError, MvccReader, MvccWriter, key_fits, range_end_of
 
 LeaseLookup = Callable[[int], bool]
 
@@ -99,9 +99,16 @@ def delete_range(writer: MvccWriter, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2
     return resp
 
 
+def _check_key_fits(req: rpc_pb2.PutRequest) -> None:
+    """The API layer refuses keys LMDB cannot store; checked again here, so no entry can make the apply fail."""
+    if not key_fits(req.key):
+        raise MvccError(KEY_TOO_LONG)
+
+
 def check_put_in_txn(view: MvccReader, req: rpc_pb2.PutRequest, lease_exists: LeaseLookup) -> None:
     """The checks etcd makes on a txn's puts before applying any: ignore_* find a previous version, then the lease
-    exists (a plain Put checks the lease first; see :func:`put_request`)."""
+    exists (a plain Put checks the lease first; see :func:`put_request`). Raises MvccError; KEY_TOO_LONG first."""
+    _check_key_fits(req)
     if (req.ignore_value or req.ignore_lease) and view.get(req.key) is None:
         raise MvccError(KEY_NOT_FOUND)
     if req.lease and not lease_exists(req.lease):
@@ -109,7 +116,8 @@ def check_put_in_txn(view: MvccReader, req: rpc_pb2.PutRequest, lease_exists: Le
 
 
 def put_request(writer: MvccWriter, req: rpc_pb2.PutRequest, lease_exists: LeaseLookup) -> rpc_pb2.PutResponse:
-    """A plain (non-txn) Put: the lease must exist, then :func:`put` applies."""
+    """A plain (non-txn) Put: the lease must exist, then :func:`put` applies. Raises MvccError; KEY_TOO_LONG first."""
+    _check_key_fits(req)
     if req.lease and not lease_exists(req.lease):
         raise MvccError(LEASE_NOT_FOUND)
     return put(writer, req)

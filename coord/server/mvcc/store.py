@@ -11,7 +11,10 @@ Two LMDB databases hold the data (so nothing is rebuilt in memory at start-up, w
   and the inverted revision puts each key's newest version first, so a latest read is one cursor step per key and a
   read at revision R is one seek per key.
 - ``revisions``: key = main revision (8 bytes) + sub revision (8 bytes); value = the user key. It orders every change
-  by revision, for compaction, hashing and watch history.
+  by revision, for compaction, hashing and watch history. A key changed twice in one revision (a txn's put, then a
+  from-key delete over it) has one ``key_index`` entry for that revision, its last state; each earlier state is kept
+  whole in ``revisions`` instead, under main + sub + SUPERSEDED (17 bytes) with the ``key_index`` value format, so
+  history replays every sub-revision as etcd does.
 
 Meta: ``rev`` is the current revision and ``compact`` the compact revision (-1 before any compaction), both as
 signed 8-byte big-endian integers.
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coord._proto.mvccpb import kv_pb2
-from coord.errors import COMPACTED, FUTURE_REV
+from coord.errors import COMPACTED, EMPTY_KEY, FUTURE_REV, ErrorSpec
 from coord.server.rejection import Rejected
 from coord.server.storage.backend import Backend, from_i64, from_u64, i64, u64
 
@@ -34,6 +37,8 @@ _NEXT = b"\x00\x01"
 _MAX_U64 = 0xFFFFFFFFFFFFFFFF
 _LIVE = 0
 _TOMBSTONE = 1
+_SUPERSEDED = b"\x01"  # suffix of a revisions key whose value is an overwritten state, not a user key
+_REV_KEY_LEN = 16
 
 META_REVISION = b"rev"
 META_COMPACT = b"compact"
@@ -48,6 +53,14 @@ class MvccError(Rejected):
 
 def escape(key: bytes) -> bytes:
     return key.replace(b"\x00", b"\x00\xff")
+
+
+# coord's own refusal (etcd has no such limit), with the code etcd uses for a bad key.
+KEY_TOO_LONG = ErrorSpec(
+    EMPTY_KEY.code,
+    "coord: key is too long (at most 501 bytes, counting each NUL byte twice)",
+    EMPTY_KEY.exception,
+)
 
 
 def key_fits(key: bytes) -> bool:
@@ -184,7 +197,7 @@ class MvccReader:
         with txn.cursor(db=self._backend.revisions) as revs, txn.cursor(db=self._backend.key_index) as keys:
             if not revs.set_range(u64(max(start, 0)) + u64(0)):
                 return groups, end + 1
-            for rev_key, user_key in revs:
+            for rev_key, stored in revs:
                 main = from_u64(rev_key[:8])
                 if main > end:
                     break
@@ -192,13 +205,25 @@ class MvccReader:
                     if count >= max_events:
                         return groups, main
                     groups.append((main, []))
-                group = _group(user_key)
-                if not keys.set_key(group + _inv(main)):
-                    continue  # removed by a compaction that raced with this read's caller
-                value = keys.value()
-                kv = kv_pb2.KeyValue.FromString(value[1:])
+                if len(rev_key) > _REV_KEY_LEN:  # an overwritten state of this revision, stored whole
+                    value = stored
+                    kv = kv_pb2.KeyValue.FromString(value[1:])
+                    group = _group(kv.key)
+                else:
+                    group = _group(stored)
+                    if not keys.set_key(group + _inv(main)):
+                        continue  # removed by a compaction that raced with this read's caller
+                    value = keys.value()
+                    kv = kv_pb2.KeyValue.FromString(value[1:])
+                # The previous version is the key's state before this revision (etcd's prev_kv: the value at
+                # revision - 1), for every state of the key within the revision.
                 prev = None
-                if keys.next() and keys.key().startswith(group) and keys.value()[0] == _LIVE:
+                if (
+                    keys.set_key(group + _inv(main))
+                    and keys.next()
+                    and keys.key().startswith(group)
+                    and keys.value()[0] == _LIVE
+                ):
                     prev = kv_pb2.KeyValue.FromString(keys.value()[1:])
                 kind = kv_pb2.Event.PUT if value[0] == _LIVE else kv_pb2.Event.DELETE
                 groups[-1][1].append(Event(kind, kv, prev))
@@ -219,33 +244,37 @@ class MvccReader:
         return keys
 
     def hash_kv(self, revision: int) -> tuple[int, int]:
-        """(hash, hash revision) over every stored change with main revision <= ``revision`` (0 = current).
+        """(hash, hash revision) over every stored change with main revision <= ``revision`` (0 = current; a negative
+        revision covers no change at all, as in etcd).
 
         Deterministic for the same history and compaction, so all members of a cluster agree. Raises MvccError for a
         future or compacted revision.
         """
         if revision > self.current_revision:
             raise MvccError(FUTURE_REV)
-        if revision <= 0:
+        if revision == 0:
             revision = self.current_revision
         if 0 < revision < self.compact_revision:
             raise MvccError(COMPACTED)
         crc = zlib.crc32(b"key")
         index = self._backend.key_index
         with self._txn.cursor(db=self._backend.revisions) as cursor:
-            for rev_key, user_key in cursor:
+            for rev_key, stored in cursor:
                 main = from_u64(rev_key[:8])
                 if main > revision:
                     break
                 crc = zlib.crc32(rev_key, crc)
-                crc = zlib.crc32(self._txn.get(_group(user_key) + _inv(main), b"", db=index), crc)
+                if len(rev_key) > _REV_KEY_LEN:
+                    crc = zlib.crc32(stored, crc)  # an overwritten state, stored whole
+                else:
+                    crc = zlib.crc32(self._txn.get(_group(stored) + _inv(main), b"", db=index), crc)
         return crc & 0xFFFFFFFF, revision
 
 
 @dataclass
 class _Pending:
     sub: int = 0
-    keys: set[bytes] = field(default_factory=set)
+    keys: dict[bytes, int] = field(default_factory=dict)  # key -> sub-revision of its latest change in this revision
     events: list[Event] = field(default_factory=list)
 
 
@@ -279,12 +308,19 @@ class MvccWriter(MvccReader):
 
     def _record(self, key: bytes, value: bytes) -> None:
         revision = self.write_revision
-        self._txn.put(_group(key) + _inv(revision), value, db=self._backend.key_index)
-        # A key changed twice in one revision (etcd's duplicate check lets a put and a from-key delete overlap)
-        # keeps one index entry, its last state, so it keeps one revisions entry too.
-        if key not in self._pending.keys:
-            self._pending.keys.add(key)
-            self._txn.put(u64(revision) + u64(self._pending.sub), key, db=self._backend.revisions)
+        index_key = _group(key) + _inv(revision)
+        sub = self._pending.sub
+        earlier = self._pending.keys.get(key)
+        if earlier is not None:
+            # Changed before in this revision (etcd's duplicate check lets a put and a from-key delete overlap): the
+            # key index keeps one entry per revision, the last state, so the earlier state moves into its own
+            # revisions entry, whole, for history.
+            overwritten = self._txn.get(index_key, db=self._backend.key_index)
+            self._txn.delete(u64(revision) + u64(earlier), db=self._backend.revisions)
+            self._txn.put(u64(revision) + u64(earlier) + _SUPERSEDED, overwritten, db=self._backend.revisions)
+        self._pending.keys[key] = sub
+        self._txn.put(u64(revision) + u64(sub), key, db=self._backend.revisions)
+        self._txn.put(index_key, value, db=self._backend.key_index)
         self._pending.sub += 1
 
     def _attach(self, key: bytes, old_lease: int, new_lease: int) -> None:
@@ -342,6 +378,12 @@ class MvccWriter(MvccReader):
                 main = from_u64(rev_key[:8])
                 if main > revision:
                     break
+                if len(rev_key) > _REV_KEY_LEN:
+                    # An overwritten state: never the newest at or before ``revision`` (its revision's last state is).
+                    positioned = revs.delete()
+                    if positioned and not revs.key():
+                        positioned = False
+                    continue
                 user_key = revs.value()
                 group = _group(user_key)
                 found = keys.set_range(group + _inv(revision)) and keys.key().startswith(group)

@@ -49,6 +49,9 @@ class Watcher:
     progress_notify: bool = False
     synced: bool = False
     sent_since_progress: bool = False
+    # Canceled by the server (its history was compacted). As in etcd, its id stays taken on the stream until the
+    # client cancels it.
+    canceled: bool = False
 
     def covers(self, key: bytes) -> bool:
         if self.end is None:
@@ -56,17 +59,27 @@ class Watcher:
         return key >= self.key and (not self.end or key < self.end)
 
     def visible(self, events: list[Event]) -> list[kv_pb2.Event]:
+        """The events of one revision this watcher gets, filtered, with prev_kv when asked.
+
+        As etcd, prev_kv is the key as it was at the previous revision (etcd reads it at ``mod_revision - 1``): for
+        a key changed twice in one txn (put, then deleted by a range) both events get the value from before the txn,
+        and a put that creates the key (version 1) gets none."""
         out: list[kv_pb2.Event] = []
+        before: dict[bytes, kv_pb2.KeyValue | None] = {}
         for event in events:
-            if not self.covers(event.kv.key):
+            key = event.kv.key
+            if key not in before:
+                before[key] = event.prev_kv
+            if not self.covers(key):
                 continue
             if (self.no_put and event.type == kv_pb2.Event.PUT) or (
                 self.no_delete and event.type == kv_pb2.Event.DELETE
             ):
                 continue
-            out.append(
-                kv_pb2.Event(type=event.type, kv=event.kv, prev_kv=event.prev_kv if self.prev_kv else None)  # type: ignore[arg-type]
-            )
+            prev = None
+            if self.prev_kv and not (event.type == kv_pb2.Event.PUT and event.kv.version == 1):
+                prev = before[key]
+            out.append(kv_pb2.Event(type=event.type, kv=event.kv, prev_kv=prev))  # type: ignore[arg-type]
         return out
 
 
@@ -154,6 +167,14 @@ class WatchHub:
     def create(self, stream: WatchStream, req: rpc_pb2.WatchCreateRequest) -> None:
         """Register a watcher and queue its ``created`` response (then, if it starts in the past, its history)."""
         current = self.current_revision()
+        key = req.key or b"\x00"
+        end: bytes | None = req.range_end or None
+        if end == b"\x00":
+            end = b""
+        if end and key >= end:
+            # etcd refuses an empty range (range_end <= key) before it looks at the id: no id is used up.
+            stream.send(self._refusal(current, "mvcc: watcher range is empty"))
+            return
         watch_id = req.watch_id
         if watch_id == 0:  # 0 asks the server to choose, as in etcd
             while stream.next_id in stream.watchers:
@@ -161,26 +182,14 @@ class WatchHub:
             watch_id = stream.next_id
             stream.next_id += 1
         elif watch_id in stream.watchers:
-            stream.send(
-                rpc_pb2.WatchResponse(
-                    header=self._header(current),
-                    watch_id=-1,
-                    created=True,
-                    canceled=True,
-                    cancel_reason="mvcc: duplicate watch ID provided on the WatchStream",
-                )
-            )
+            stream.send(self._refusal(current, "mvcc: duplicate watch ID provided on the WatchStream"))
             return
-        key = req.key or b"\x00"
-        end: bytes | None = req.range_end or None
-        if end == b"\x00":
-            end = b""
         filters = set(req.filters)
         watcher = Watcher(
             id=watch_id,
             key=key,
             end=end,
-            next_revision=req.start_revision if req.start_revision > 0 else current + 1,
+            next_revision=req.start_revision if req.start_revision != 0 else current + 1,
             stream=stream,
             no_put=rpc_pb2.WatchCreateRequest.NOPUT in filters,
             no_delete=rpc_pb2.WatchCreateRequest.NODELETE in filters,
@@ -190,11 +199,24 @@ class WatchHub:
         )
         stream.watchers[watch_id] = watcher
         stream.send(rpc_pb2.WatchResponse(header=self._header(current), watch_id=watch_id, created=True))
+        if req.start_revision < 0:
+            # etcd keeps a negative start: below the compact revision it is canceled as compacted, otherwise (never
+            # compacted) its history read is empty and it watches from the present.
+            with self._read() as view:
+                compacted = req.start_revision < view.compact_revision
+            if not compacted:
+                watcher.next_revision = current + 1
         if watcher.next_revision > current:
             self._join_synced(watcher)
         else:
             self._catching_up.add(watcher)
             self._wakeup.set()
+
+    def _refusal(self, current: int, reason: str) -> rpc_pb2.WatchResponse:
+        """etcd's answer to a create it refuses: created and canceled at once, watch id -1."""
+        return rpc_pb2.WatchResponse(
+            header=self._header(current), watch_id=-1, created=True, canceled=True, cancel_reason=reason
+        )
 
     def cancel(self, stream: WatchStream, watch_id: int) -> None:
         watcher = stream.watchers.pop(watch_id, None)
@@ -207,7 +229,7 @@ class WatchHub:
 
     def request_progress(self, stream: WatchStream) -> None:
         """Answer with the current revision once every watcher of the stream has been sent everything before it."""
-        if any(not w.synced for w in stream.watchers.values()):
+        if any(not w.synced and not w.canceled for w in stream.watchers.values()):
             stream.progress_wanted = True
             return
         stream.send(rpc_pb2.WatchResponse(header=self._header(self.current_revision()), watch_id=-1))
@@ -314,16 +336,17 @@ class WatchHub:
             current = reader.current_revision
             if watcher.next_revision < reader.compact_revision:
                 self._forget(watcher)
-                watcher.stream.watchers.pop(watcher.id, None)
+                watcher.canceled = True
+                # As etcd: the header carries revision 0 and there is no cancel reason; compact_revision says why.
                 watcher.stream.send(
                     rpc_pb2.WatchResponse(
-                        header=self._header(current),
+                        header=self._header(0),
                         watch_id=watcher.id,
-                        canceled=True,
+                        canceled=reader.compact_revision != 0,  # etcd: canceled means compact_revision != 0
                         compact_revision=reader.compact_revision,
-                        cancel_reason="mvcc: required revision has been compacted",
                     )
                 )
+                self._answer_progress(watcher.stream, current)
                 return
             groups, next_revision = reader.history(watcher.next_revision, current, CATCH_UP_EVENTS)
         events: list[kv_pb2.Event] = []
@@ -335,7 +358,10 @@ class WatchHub:
         if next_revision > current:
             self._catching_up.discard(watcher)
             self._join_synced(watcher)
-            stream = watcher.stream
-            if stream.progress_wanted and all(w.synced for w in stream.watchers.values()):
-                stream.progress_wanted = False
-                stream.send(rpc_pb2.WatchResponse(header=self._header(current), watch_id=-1))
+            self._answer_progress(watcher.stream, current)
+
+    def _answer_progress(self, stream: WatchStream, current: int) -> None:
+        """Answer a deferred progress request once no watcher of the stream is catching up any more."""
+        if stream.progress_wanted and all(w.synced or w.canceled for w in stream.watchers.values()):
+            stream.progress_wanted = False
+            stream.send(rpc_pb2.WatchResponse(header=self._header(current), watch_id=-1))

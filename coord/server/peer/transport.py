@@ -18,14 +18,12 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from coord._proto.raftpb import raft_pb2, raft_pb2_grpc
-from coord.server.config import host_port
 from coord.server.peer.codec import message_to_pb
 from coord.server.peer.snapshot import state_chunks
 from coord.server.raft import Message, MessageType
 from coord.server.storage import Backend
+from coord.server.tls import PeerDialer
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +42,6 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
-
-
-def peer_target(urls: list[str]) -> str:
-    host, port = host_port(urls[0])
-    return f"{host}:{port}"
 
 
 class _Link:
@@ -78,7 +71,7 @@ class _Link:
     async def _run(self) -> None:
         backoff = _BACKOFF_MIN
         while True:
-            channel = grpc.aio.insecure_channel(peer_target(self.urls), options=CHANNEL_OPTIONS)
+            channel = await self._transport.dialer.channel(self.urls, CHANNEL_OPTIONS)
             try:
                 call = raft_pb2_grpc.PeerStub(channel).Stream()  # type: ignore[call-arg]
                 while True:
@@ -104,7 +97,9 @@ class _Link:
 
 
 class Transport:
-    """Routes a Ready's messages to peers. Runs on the event loop; ``send`` never blocks."""
+    """Routes a Ready's messages to peers. Runs on the event loop; ``send`` never blocks. ``dialer`` opens the
+    channels: plaintext to http:// peer URLs, TLS with this member's peer certificate to https:// ones (the default
+    dialer has no certificate and verifies https:// peers against gRPC's bundled CAs)."""
 
     def __init__(
         self,
@@ -114,8 +109,10 @@ class Transport:
         report_unreachable: Callable[[int], None],
         report_snapshot: Callable[[int, bool], None],
         spool_dir: Path,
+        dialer: PeerDialer | None = None,
     ) -> None:
         self.member_id = member_id
+        self.dialer = dialer or PeerDialer()
         self.cluster_id = cluster_id
         self._backend = backend
         self._report_unreachable = report_unreachable
@@ -167,7 +164,7 @@ class Transport:
         spool = await asyncio.get_running_loop().run_in_executor(None, self._spool_state)
         ok = False
         try:
-            async with grpc.aio.insecure_channel(peer_target(urls), options=CHANNEL_OPTIONS) as channel:
+            async with await self.dialer.channel(urls, CHANNEL_OPTIONS) as channel:
                 ack = await raft_pb2_grpc.PeerStub(channel).Snapshot(
                     self._snapshot_chunks(m, spool), timeout=_SNAPSHOT_TIMEOUT
                 )
