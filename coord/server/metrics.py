@@ -324,7 +324,7 @@ class _GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
 def register_member_metrics(metrics: Metrics, node: Node, lessor: Lessor, version: str) -> None:
     """Register the member-state metrics the node, its store and its lessor answer.
 
-    Not registered yet, for want of an accessor: :data:`WATCHERS` (live watchers of the WatchHub).
+    :data:`WATCHERS` is registered by the server, which owns the WatchHub.
     """
 
     def revisions() -> tuple[int, int]:

@@ -33,7 +33,7 @@ from coord.server.bootstrap import bootstrap_new_cluster
 from coord.server.config import ServerConfig, host_port
 from coord.server.lease import Lessor, StoredLease, min_lease_ttl, stored_leases
 from coord.server.membership import Member, store_identity, stored_identity
-from coord.server.metrics import Metrics
+from coord.server.metrics import WATCHERS, Metrics
 from coord.server.mvcc.watchable import WatchHub
 from coord.server.node import Node, NodeOptions
 from coord.server.peer.client import PeerClient, fetch_members
@@ -218,6 +218,7 @@ class MemberServer:
             lessor=self.lessor,
             max_message_bytes=config.max_request_bytes + _GRPC_OVERHEAD_BYTES,
         )
+        self.metrics.gauge_callback(WATCHERS, "Total number of watchers.", self.watch_hub.watcher_count)
         # handler_cancellation: a client that closes a streaming gateway call (a watch) cancels it at once.
         self._http = web.AppRunner(app, access_log=None, handler_cancellation=True)
 

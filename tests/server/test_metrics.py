@@ -197,17 +197,20 @@ def test_watch_stream_gauge_follows_open_watches(coord: ServerProcess) -> None:
 
     def requests() -> Iterator[rpc_pb2.WatchRequest]:
         yield rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"wg"))
+        yield rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"wg/", range_end=b"wg0"))
         release.wait(30)  # keep the request side open while the gauge is read
 
     with grpc.insecure_channel(coord.endpoint) as channel:
         responses = rpc_pb2_grpc.WatchStub(channel).Watch(requests())
         try:
-            assert next(responses).created
-            assert value(scrape(coord), WATCH_STREAMS) == 1
+            assert next(responses).created and next(responses).created
+            text = scrape(coord)
+            assert value(text, WATCH_STREAMS) == 1
+            assert value(text, "etcd_debugging_mvcc_watcher_total") == 2
         finally:
             responses.cancel()
             release.set()
     deadline = time.monotonic() + 20
-    while value(scrape(coord), WATCH_STREAMS) != 0:
-        assert time.monotonic() < deadline, "the watch stream gauge did not return to 0"
+    while value(text := scrape(coord), WATCH_STREAMS) != 0 or value(text, "etcd_debugging_mvcc_watcher_total") != 0:
+        assert time.monotonic() < deadline, "the watch gauges did not return to 0"
         time.sleep(0.1)

@@ -150,6 +150,10 @@ class WatchHub:
             self._catching_up.add(watcher)
         self.wake()
 
+    def watcher_count(self) -> int:
+        """Live watchers of every stream: synced or catching up (not those canceled by the server)."""
+        return sum(len(group) for group in self._single.values()) + len(self._ranges) + len(self._catching_up)
+
     def current_revision(self) -> int:
         with self._read() as view:
             return view.current_revision
