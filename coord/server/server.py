@@ -194,7 +194,7 @@ class MemberServer:
         rpc_pb2_grpc.add_MaintenanceServicer_to_server(self.maintenance_service, self._grpc)
         self.cluster_service = ClusterService(self.node, headers, config.initial_cluster_token)
         rpc_pb2_grpc.add_ClusterServicer_to_server(self.cluster_service, self._grpc)
-        self.auth_service = AuthService(self.node, headers, gate)
+        self.auth_service = AuthService(self.node, headers, gate, config.max_request_bytes)
         rpc_pb2_grpc.add_AuthServicer_to_server(self.auth_service, self._grpc)
         local = LocalClient(self.node, self.watch_hub, headers, config.max_request_bytes, config.max_txn_ops, gate=gate)
         self.lock_service = LockService(local)

@@ -14,6 +14,7 @@ import grpc
 import pytest
 from google.protobuf.message import Message
 
+from coord._proto.authpb import auth_pb2
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from coord.testing import ServerProcess
 from tests.compat.conftest import COMPAT_TARGET
@@ -235,3 +236,33 @@ def test_negative_hash_revision_matches_etcd(ref_server: ServerProcess, target_s
                 )
             )
     assert shapes[1] == shapes[0] == (True, True, -1, 2), f"etcd: {shapes[0]}\n{COMPAT_TARGET}: {shapes[1]}"
+
+
+def test_oversized_auth_requests_match_etcd(ref_server: ServerProcess, target_server: ServerProcess) -> None:
+    """Auth requests are proposals too: over --max-request-bytes they are refused with "request is too large" before
+    any other check (etcd measures the request as sent, password included)."""
+    huge = "n" * OVERSIZED
+    steps: list[tuple[str, Message]] = [
+        ("RoleAdd", rpc_pb2.AuthRoleAddRequest(name=huge)),
+        ("UserAdd", rpc_pb2.AuthUserAddRequest(name="u", password=huge)),
+        ("UserAdd", rpc_pb2.AuthUserAddRequest(name="u", password="p")),
+        ("UserChangePassword", rpc_pb2.AuthUserChangePasswordRequest(name="u", password=huge)),
+        ("RoleAdd", rpc_pb2.AuthRoleAddRequest(name="r")),
+        (
+            "RoleGrantPermission",
+            rpc_pb2.AuthRoleGrantPermissionRequest(name="r", perm=auth_pb2.Permission(key=huge.encode())),
+        ),
+        ("UserGrantRole", rpc_pb2.AuthUserGrantRoleRequest(user="u", role=huge)),
+    ]
+    with grpc.insecure_channel(ref_server.endpoint) as ref, grpc.insecure_channel(target_server.endpoint) as target:
+        for method, request in steps:
+            outcomes = []
+            for channel in (ref, target):
+                try:
+                    getattr(rpc_pb2_grpc.AuthStub(channel), method)(request, timeout=20)
+                    outcomes.append(("OK", ""))
+                except grpc.RpcError as err:
+                    outcomes.append((err.code().name, err.details() or ""))
+            want, got = outcomes
+            assert got == want, f"{method}\netcd: {want}\n{COMPAT_TARGET}: {got}"
+    assert target_server.alive(), target_server.log()[-4000:]

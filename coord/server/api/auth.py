@@ -20,12 +20,13 @@ import asyncio
 import base64
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from coord.errors import REQUEST_TOO_LARGE
 from coord.server.api.common import Headers, abort
 from coord.server.auth import AuthGate, check_name
 from coord.server.auth.errors import AUTH_OLD_REVISION
@@ -127,11 +128,33 @@ class AdminOnly(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return handler
 
 
+_Response = TypeVar("_Response", bound=Message)
+
+
+def _proposed(kind: Kind, response: type[_Response]) -> Callable[..., Awaitable[_Response]]:
+    """A handler proposing its request as ``kind`` (see :meth:`AuthService._call`)."""
+
+    async def handler(self: AuthService, request: Message, context: Context) -> _Response:
+        resp = await self._call(kind, request, context)
+        assert isinstance(resp, response)
+        return resp
+
+    handler.__name__ = handler.__qualname__ = kind.name.title().replace("_", "")
+    return handler
+
+
 class AuthService(rpc_pb2_grpc.AuthServicer):
-    def __init__(self, node: Node, headers: Headers, gate: AuthGate) -> None:
+    def __init__(self, node: Node, headers: Headers, gate: AuthGate, max_request_bytes: int = 1536 * 1024) -> None:
         self._node = node
         self._headers = headers
         self._gate = gate
+        self._max_request_bytes = max_request_bytes
+
+    def _check_size(self, request: Message) -> None:
+        """etcd refuses an auth request whose proposal exceeds --max-request-bytes (it measures the request as the
+        client sent it, password included), before any other check."""
+        if request.ByteSize() > self._max_request_bytes:
+            raise Rejected(REQUEST_TOO_LARGE)
 
     async def _propose(self, kind: Kind, request: Message, info: AuthInfo | None) -> Message:
         request_id = self._node.next_id()
@@ -140,26 +163,27 @@ class AuthService(rpc_pb2_grpc.AuthServicer):
     async def _call(self, kind: Kind, request: Message, context: Context) -> Message:
         """Propose ``request`` as the caller; answer with its response and a full header, or etcd's error."""
         try:
+            self._check_size(request)
             resp = await self._propose(kind, request, self._gate.credentials(context))
         except Rejected as refusal:
             await abort(context, refusal.spec)
         self._headers.fill(resp.header)  # type: ignore[attr-defined]
         return resp
 
-    async def AuthEnable(self, request: rpc_pb2.AuthEnableRequest, context: Context) -> rpc_pb2.AuthEnableResponse:
-        resp = await self._call(Kind.AUTH_ENABLE, request, context)
-        assert isinstance(resp, rpc_pb2.AuthEnableResponse)
-        return resp
-
-    async def AuthDisable(self, request: rpc_pb2.AuthDisableRequest, context: Context) -> rpc_pb2.AuthDisableResponse:
-        resp = await self._call(Kind.AUTH_DISABLE, request, context)
-        assert isinstance(resp, rpc_pb2.AuthDisableResponse)
-        return resp
-
-    async def AuthStatus(self, request: rpc_pb2.AuthStatusRequest, context: Context) -> rpc_pb2.AuthStatusResponse:
-        resp = await self._call(Kind.AUTH_STATUS, request, context)
-        assert isinstance(resp, rpc_pb2.AuthStatusResponse)
-        return resp
+    # Requests that go through the log as they are, answered with their response and a full header.
+    AuthEnable = _proposed(Kind.AUTH_ENABLE, rpc_pb2.AuthEnableResponse)
+    AuthDisable = _proposed(Kind.AUTH_DISABLE, rpc_pb2.AuthDisableResponse)
+    AuthStatus = _proposed(Kind.AUTH_STATUS, rpc_pb2.AuthStatusResponse)
+    UserGet = _proposed(Kind.USER_GET, rpc_pb2.AuthUserGetResponse)
+    UserList = _proposed(Kind.USER_LIST, rpc_pb2.AuthUserListResponse)
+    UserDelete = _proposed(Kind.USER_DELETE, rpc_pb2.AuthUserDeleteResponse)
+    UserGrantRole = _proposed(Kind.USER_GRANT_ROLE, rpc_pb2.AuthUserGrantRoleResponse)
+    UserRevokeRole = _proposed(Kind.USER_REVOKE_ROLE, rpc_pb2.AuthUserRevokeRoleResponse)
+    RoleGet = _proposed(Kind.ROLE_GET, rpc_pb2.AuthRoleGetResponse)
+    RoleList = _proposed(Kind.ROLE_LIST, rpc_pb2.AuthRoleListResponse)
+    RoleDelete = _proposed(Kind.ROLE_DELETE, rpc_pb2.AuthRoleDeleteResponse)
+    RoleGrantPermission = _proposed(Kind.ROLE_GRANT_PERMISSION, rpc_pb2.AuthRoleGrantPermissionResponse)
+    RoleRevokePermission = _proposed(Kind.ROLE_REVOKE_PERMISSION, rpc_pb2.AuthRoleRevokePermissionResponse)
 
     async def Authenticate(
         self, request: rpc_pb2.AuthenticateRequest, context: Context
@@ -188,6 +212,7 @@ class AuthService(rpc_pb2_grpc.AuthServicer):
         entry = rpc_pb2.AuthUserAddRequest(name=request.name)
         entry.options.no_password = request.options.no_password
         try:
+            self._check_size(request)
             check_name(request.name)
             # Refuse a caller who may not add users before spending a bcrypt hash on it (the applier checks again).
             self._gate.check_admin(self._gate.credentials(context))
@@ -203,6 +228,7 @@ class AuthService(rpc_pb2_grpc.AuthServicer):
         self, request: rpc_pb2.AuthUserChangePasswordRequest, context: Context
     ) -> rpc_pb2.AuthUserChangePasswordResponse:
         try:
+            self._check_size(request)
             self._gate.check_admin(self._gate.credentials(context))
             hashed = await self._hash(request.password)
         except Rejected as refusal:
@@ -216,73 +242,12 @@ class AuthService(rpc_pb2_grpc.AuthServicer):
         hashed = await asyncio.to_thread(hash_password, password, self._gate.bcrypt_cost)
         return base64.b64encode(hashed).decode()
 
-    async def UserGet(self, request: rpc_pb2.AuthUserGetRequest, context: Context) -> rpc_pb2.AuthUserGetResponse:
-        resp = await self._call(Kind.USER_GET, request, context)
-        assert isinstance(resp, rpc_pb2.AuthUserGetResponse)
-        return resp
-
-    async def UserList(self, request: rpc_pb2.AuthUserListRequest, context: Context) -> rpc_pb2.AuthUserListResponse:
-        resp = await self._call(Kind.USER_LIST, request, context)
-        assert isinstance(resp, rpc_pb2.AuthUserListResponse)
-        return resp
-
-    async def UserDelete(
-        self, request: rpc_pb2.AuthUserDeleteRequest, context: Context
-    ) -> rpc_pb2.AuthUserDeleteResponse:
-        resp = await self._call(Kind.USER_DELETE, request, context)
-        assert isinstance(resp, rpc_pb2.AuthUserDeleteResponse)
-        return resp
-
-    async def UserGrantRole(
-        self, request: rpc_pb2.AuthUserGrantRoleRequest, context: Context
-    ) -> rpc_pb2.AuthUserGrantRoleResponse:
-        resp = await self._call(Kind.USER_GRANT_ROLE, request, context)
-        assert isinstance(resp, rpc_pb2.AuthUserGrantRoleResponse)
-        return resp
-
-    async def UserRevokeRole(
-        self, request: rpc_pb2.AuthUserRevokeRoleRequest, context: Context
-    ) -> rpc_pb2.AuthUserRevokeRoleResponse:
-        resp = await self._call(Kind.USER_REVOKE_ROLE, request, context)
-        assert isinstance(resp, rpc_pb2.AuthUserRevokeRoleResponse)
-        return resp
-
     async def RoleAdd(self, request: rpc_pb2.AuthRoleAddRequest, context: Context) -> rpc_pb2.AuthRoleAddResponse:
         try:
+            self._check_size(request)
             check_name(request.name)
         except Rejected as refusal:
             await abort(context, refusal.spec)
         resp = await self._call(Kind.ROLE_ADD, request, context)
         assert isinstance(resp, rpc_pb2.AuthRoleAddResponse)
-        return resp
-
-    async def RoleGet(self, request: rpc_pb2.AuthRoleGetRequest, context: Context) -> rpc_pb2.AuthRoleGetResponse:
-        resp = await self._call(Kind.ROLE_GET, request, context)
-        assert isinstance(resp, rpc_pb2.AuthRoleGetResponse)
-        return resp
-
-    async def RoleList(self, request: rpc_pb2.AuthRoleListRequest, context: Context) -> rpc_pb2.AuthRoleListResponse:
-        resp = await self._call(Kind.ROLE_LIST, request, context)
-        assert isinstance(resp, rpc_pb2.AuthRoleListResponse)
-        return resp
-
-    async def RoleDelete(
-        self, request: rpc_pb2.AuthRoleDeleteRequest, context: Context
-    ) -> rpc_pb2.AuthRoleDeleteResponse:
-        resp = await self._call(Kind.ROLE_DELETE, request, context)
-        assert isinstance(resp, rpc_pb2.AuthRoleDeleteResponse)
-        return resp
-
-    async def RoleGrantPermission(
-        self, request: rpc_pb2.AuthRoleGrantPermissionRequest, context: Context
-    ) -> rpc_pb2.AuthRoleGrantPermissionResponse:
-        resp = await self._call(Kind.ROLE_GRANT_PERMISSION, request, context)
-        assert isinstance(resp, rpc_pb2.AuthRoleGrantPermissionResponse)
-        return resp
-
-    async def RoleRevokePermission(
-        self, request: rpc_pb2.AuthRoleRevokePermissionRequest, context: Context
-    ) -> rpc_pb2.AuthRoleRevokePermissionResponse:
-        resp = await self._call(Kind.ROLE_REVOKE_PERMISSION, request, context)
-        assert isinstance(resp, rpc_pb2.AuthRoleRevokePermissionResponse)
         return resp
