@@ -28,10 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
 from benchmarks.kv import OPS, LoadError, LoadResult, LoadSpec, run_load
-from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from coord.testing import Cluster, ServerProcess, etcd_binary, free_port, start_coord_server, start_etcd
 
 TARGETS = ("coord", "etcd")
@@ -164,27 +161,6 @@ class _CpuSampler:
             self.host_busy = (host1[0] - self._host0[0]) / (host1[1] - self._host0[1])
 
 
-def _cluster_leader(cluster: Cluster, timeout: float = 30.0) -> ServerProcess:
-    """The member that leads, once every member agrees on one."""
-    deadline = time.monotonic() + timeout
-    while True:
-        by_id: dict[int, ServerProcess] = {}
-        leaders: set[int] = set()
-        try:
-            for member in cluster.members:
-                with grpc.insecure_channel(member.endpoint) as ch:
-                    st = rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=2)
-                by_id[st.header.member_id] = member
-                leaders.add(st.leader)
-        except grpc.RpcError:
-            leaders = set()
-        if len(leaders) == 1 and next(iter(leaders)) in by_id:
-            return by_id[next(iter(leaders))]
-        if time.monotonic() > deadline:
-            raise LoadError("the cluster did not elect a leader")
-        time.sleep(0.1)
-
-
 @contextlib.contextmanager
 def _server(
     target: str, endpoint: str | None, keep_data: bool, members: int = 1
@@ -200,7 +176,10 @@ def _server(
     if members > 1:
         try:
             with Cluster(target, base, members, heartbeat_ms=100, election_ms=1000) as cluster:
-                lead = _cluster_leader(cluster)
+                try:
+                    lead = cluster.wait_leader(30.0)
+                except TimeoutError:
+                    raise LoadError("the cluster did not elect a leader") from None
                 yield lead.endpoint, lead
         finally:
             if not keep_data:

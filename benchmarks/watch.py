@@ -38,7 +38,7 @@ import grpc
 import grpc.aio
 
 from benchmarks.kv import percentile, split_evenly
-from benchmarks.kv_put import _cluster_leader, _cpu_seconds, _host_ticks
+from benchmarks.kv_put import _cpu_seconds, _host_ticks
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from coord.testing import Cluster, ServerProcess, etcd_binary
 
@@ -81,7 +81,7 @@ def clusters(names: Sequence[str], members: int, keep_data: bool) -> Iterator[di
             if not keep_data:
                 stack.callback(shutil.rmtree, base, True)
             cluster = stack.enter_context(Cluster(name, base, members, heartbeat_ms=100, election_ms=1000))
-            out[name] = Target(name, cluster, _cluster_leader(cluster))
+            out[name] = Target(name, cluster, cluster.wait_leader(30.0))
             pids = ",".join(str(m.pid) for m in cluster.members)
             print(f"# {name}: {members} members, leader {out[name].leader.endpoint}, pids {pids}", file=sys.stderr)
         yield out

@@ -409,8 +409,9 @@ class Cluster:
     def endpoints(self) -> list[str]:
         return [m.endpoint for m in self.members if m.alive()]
 
-    def wait_leader(self, timeout: float = 30.0) -> ServerProcess:
-        """Wait until every live member names the same leader (Maintenance.Status); returns it."""
+    def wait_leader(self, timeout: float = 30.0, exclude: ServerProcess | None = None) -> ServerProcess:
+        """Wait until every live member (but ``exclude``, say a member cut off by a fault) names the same leader
+        (Maintenance.Status), one of them; returns it. Raises TimeoutError after ``timeout`` seconds."""
         import grpc
 
         from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
@@ -421,7 +422,7 @@ class Cluster:
             leaders: set[int] = set()
             try:
                 for member in self.members:
-                    if not member.alive():
+                    if not member.alive() or member is exclude:
                         continue
                     with member.grpc_channel() as ch:
                         st = rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=2)

@@ -44,25 +44,10 @@ def get(endpoint: str, key: bytes, *, prefix: bool = False, serializable: bool =
 
 def leader(cluster: Cluster, timeout: float, exclude: ServerProcess | None = None) -> ServerProcess:
     """The member all live members (but ``exclude``) agree leads; waits up to ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        candidates = [m for m in cluster.members if m.alive() and m is not exclude]
-        seen: dict[int, ServerProcess] = {}
-        leaders: set[int] = set()
-        try:
-            for m in candidates:
-                st = status(m.endpoint)
-                seen[st.header.member_id] = m
-                leaders.add(st.leader)
-        except grpc.RpcError:
-            leaders = set()
-        if len(leaders) == 1:
-            lead = leaders.pop()
-            if lead in seen:
-                return seen[lead]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no agreed leader within {timeout}s (saw {leaders})")
-        time.sleep(0.05)
+    try:
+        return cluster.wait_leader(timeout, exclude=exclude)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def wait_converged(cluster: Cluster, timeout: float) -> int:
