@@ -284,6 +284,10 @@ class WatchHub:
         for watcher in self._ranges:
             if any(watcher.covers(event.kv.key) for event in events):
                 touched.add(watcher)
+        # Watchers with the same range and options get the same events: build their response once (the hot path
+        # of a fan-out to many watchers of one prefix) and give each a copy with its own id.
+        shared: dict[tuple[bytes, bytes | None, bool, bool, bool], rpc_pb2.WatchResponse | None] = {}
+        header: rpc_pb2.ResponseHeader | None = None
         for watcher in touched:
             if watcher.next_revision > revision:
                 continue  # already delivered from history
@@ -293,8 +297,25 @@ class WatchHub:
                 self._leave_synced(watcher)
                 self._catching_up.add(watcher)
                 continue
-            self._send_events(watcher, revision, watcher.visible(events))
             watcher.next_revision = revision + 1
+            if watcher.fragment:
+                self._send_events(watcher, revision, watcher.visible(events))
+                continue
+            signature = (watcher.key, watcher.end, watcher.no_put, watcher.no_delete, watcher.prev_kv)
+            if signature in shared:
+                template = shared[signature]
+            else:
+                visible = watcher.visible(events)
+                if visible and header is None:
+                    header = self._header(revision)
+                template = shared[signature] = rpc_pb2.WatchResponse(header=header, events=visible) if visible else None
+            if template is None:
+                continue
+            response = rpc_pb2.WatchResponse()
+            response.CopyFrom(template)
+            response.watch_id = watcher.id
+            watcher.sent_since_progress = True
+            watcher.stream.send(response)
 
     def _send_events(self, watcher: Watcher, header_revision: int, events: list[kv_pb2.Event]) -> None:
         if not events:
