@@ -192,6 +192,10 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     wraps must be coroutines or async generators, as every coord servicer method is.
     """
 
+    def __init__(self) -> None:
+        # method -> (the handler the chain answered, its guarded form): built once per handler, not on every call.
+        self._guarded: dict[str, tuple[Any, Any]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
@@ -200,6 +204,14 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(details)
         if handler is None or handler.request_streaming or handler.request_deserializer is None:
             return handler
+        cached = self._guarded.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        guarded = self._guard(handler)
+        self._guarded[details.method] = (handler, guarded)
+        return guarded
+
+    def _guard(self, handler: Any) -> Any:
         decode: Callable[[bytes], Any] = handler.request_deserializer
 
         def deserializer(raw: bytes) -> Any:
