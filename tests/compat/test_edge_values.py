@@ -266,3 +266,19 @@ def test_oversized_auth_requests_match_etcd(ref_server: ServerProcess, target_se
             want, got = outcomes
             assert got == want, f"{method}\netcd: {want}\n{COMPAT_TARGET}: {got}"
     assert target_server.alive(), target_server.log()[-4000:]
+
+
+def test_leases_are_listed_soonest_expiry_first_as_etcd(
+    ref_server: ServerProcess, target_server: ServerProcess
+) -> None:
+    grants = [(7, 300), (3, 100), (9, 200), (5, 100)]
+    orders = []
+    for server in (ref_server, target_server):
+        with grpc.insecure_channel(server.endpoint) as channel:
+            lease = rpc_pb2_grpc.LeaseStub(channel)
+            for lease_id, ttl in grants:
+                lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(ID=lease_id, TTL=ttl), timeout=10)
+            listed = [s.ID for s in lease.LeaseLeases(rpc_pb2.LeaseLeasesRequest(), timeout=10).leases]
+        orders.append(listed)
+    want, got = orders
+    assert got == want == [3, 5, 9, 7], f"etcd: {want}\n{COMPAT_TARGET}: {got}"

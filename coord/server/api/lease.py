@@ -127,7 +127,7 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
 
     async def LeaseLeases(self, request: rpc_pb2.LeaseLeasesRequest, context: Context) -> rpc_pb2.LeaseLeasesResponse:
         with self._node.backend.read() as txn:
-            ids = sorted(stored_leases(self._node.backend, txn))
+            ids = self._lessor.listing_order(list(stored_leases(self._node.backend, txn)))
         resp = rpc_pb2.LeaseLeasesResponse(leases=[rpc_pb2.LeaseStatus(ID=i) for i in ids])
         self._headers.fill(resp.header)
         return resp

@@ -228,6 +228,19 @@ class Lessor:
     def ids(self) -> list[int]:
         return list(self._leases)
 
+    def listing_order(self, lease_ids: list[int]) -> list[int]:
+        """``lease_ids`` in the order etcd's LeaseLeases lists them: soonest expiry first on the member that expires
+        leases (ids of equal deadline, or unknown here, by id); by id elsewhere, where no deadline runs."""
+        if not self.primary:
+            return sorted(lease_ids)
+        never = float("inf")
+
+        def deadline(lease_id: int) -> tuple[float, int]:
+            lease = self._leases.get(lease_id)
+            return (lease.expires_at if lease is not None else never, lease_id)
+
+        return sorted(lease_ids, key=deadline)
+
     # -- background work ----------------------------------------------------------------------------------------------
 
     def start(self) -> None:
