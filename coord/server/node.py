@@ -45,6 +45,7 @@ from coord.server.raft import (
     Entry,
     EntryType,
     HardState,
+    MessageType,
     ProposalDropped,
     RawNode,
     Ready,
@@ -71,6 +72,8 @@ _MAX_CATCH_UP_ENTRIES = 5_000
 # Proposals waiting in one loop turn go to Raft as one message of at most this many bytes (one larger entry goes alone),
 # the size of one append message.
 _PROPOSAL_BATCH_BYTES = 1 << 20
+# What a leader sends before its round is on disk (see _handle_ready).
+_LEADER_EARLY = frozenset({MessageType.APP, MessageType.HEARTBEAT})
 
 # Called on the event loop with (revision, events) for every applied change, in revision order.
 ChangeListener = Callable[[int, list[Event]], None]
@@ -469,6 +472,16 @@ class Node:
             must_sync=rd.must_sync or rd.snapshot is not None,
         )
         self._plan_compaction(raw, round_)
+        messages = rd.messages
+        if messages and self.transport is not None and self.role == StateRole.LEADER:
+            # Raft thesis 10.2.1: the leader may replicate its new entries while it writes them to its own disk.
+            # Safe here because no follower's answer is stepped before this round is persisted (this loop is
+            # sequential), so the leader's own copy counts towards a commit only once it is on disk. Only appends
+            # and heartbeats go early; anything else waits for the disk as the Ready contract says.
+            early = [m for m in messages if m.type in _LEADER_EARLY]
+            if early:
+                self.transport.send(early)
+                messages = [m for m in messages if m.type not in _LEADER_EARLY]
         if rd.entries or rd.hard_state is not None or rd.snapshot is not None or rd.committed_entries:
             await loop.run_in_executor(self._executor, self._commit, round_)
             self.storage.persisted(rd.entries, rd.hard_state, snapshot_meta)
@@ -476,8 +489,8 @@ class Node:
                 self.storage.compacted(round_.compacted)
         if rd.hard_state is not None:
             self.term = rd.hard_state.term
-        if rd.messages and self.transport is not None:
-            self.transport.send(rd.messages)
+        if messages and self.transport is not None:
+            self.transport.send(messages)
         if snapshot_meta is not None:
             self._after_snapshot_install(snapshot_meta)
         for index, cc in round_.conf_changes:

@@ -65,7 +65,11 @@ class Ready:
 
     messages: list[Message] = field(default_factory=list)
     """Messages to send, each to ``message.to``, only AFTER the entries, hard state and snapshot above are durable.
-    Sending may fail or reorder silently; Raft retries. Report snapshot delivery with ``report_snapshot``."""
+    Sending may fail or reorder silently; Raft retries. Report snapshot delivery with ``report_snapshot``.
+
+    One exception (Raft thesis 10.2.1): a leader may send its APP and HEARTBEAT messages while it persists, provided
+    it steps no message before this Ready is durable and advanced (its own entries then count towards a commit only
+    once they are on disk)."""
 
     committed_entries: list[Entry] = field(default_factory=list)
     """Committed entries to apply to the state machine, in order, after persisting. For ``CONF_CHANGE`` entries
