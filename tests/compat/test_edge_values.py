@@ -8,6 +8,8 @@ of ``tests/compat/differential.py``.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -282,3 +284,35 @@ def test_leases_are_listed_soonest_expiry_first_as_etcd(
         orders.append(listed)
     want, got = orders
     assert got == want == [3, 5, 9, 7], f"etcd: {want}\n{COMPAT_TARGET}: {got}"
+
+
+def test_watch_without_a_valid_token_is_refused_as_etcd(
+    ref_server: ServerProcess, target_server: ServerProcess
+) -> None:
+    """With auth on, a watch create with a bad token or none is answered created+canceled with the error as reason."""
+    answers: list[list[tuple[bool, bool, str, int]]] = []
+    for server in (ref_server, target_server):
+        with grpc.insecure_channel(server.endpoint) as channel:
+            auth = rpc_pb2_grpc.AuthStub(channel)
+            auth.UserAdd(rpc_pb2.AuthUserAddRequest(name="root", password="pw"), timeout=10)
+            auth.UserGrantRole(rpc_pb2.AuthUserGrantRoleRequest(user="root", role="root"), timeout=10)
+            auth.AuthEnable(rpc_pb2.AuthEnableRequest(), timeout=10)
+            seen = []
+            for metadata in ([("token", "bogus")], []):
+                stop = threading.Event()
+
+                def requests(stop: threading.Event = stop) -> Iterator[rpc_pb2.WatchRequest]:
+                    yield rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"k"))
+                    stop.wait(10)
+
+                call = rpc_pb2_grpc.WatchStub(channel).Watch(requests(), metadata=metadata, timeout=10)
+                try:
+                    first = next(call)
+                    seen.append((first.created, first.canceled, first.cancel_reason, first.watch_id))
+                finally:
+                    stop.set()
+                    call.cancel()
+            answers.append(seen)
+    want, got = answers
+    assert got == want, f"etcd: {want}\n{COMPAT_TARGET}: {got}"
+    assert want[0][3] == -1 and "invalid auth token" in want[0][2]
