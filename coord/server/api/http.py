@@ -12,6 +12,7 @@ client closing a streaming call (a watch) cancels it at once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
@@ -45,6 +46,15 @@ async def _add_cors_headers(request: web.Request, response: web.StreamResponse) 
     response.headers.update(_CORS_HEADERS)
 
 
+def _json(body: dict[str, str], status: int = 200) -> web.Response:
+    """A JSON answer written as etcd (Go's encoding/json) writes it: no spaces."""
+    return web.json_response(body, status=status, dumps=_compact)
+
+
+def _compact(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 def make_app(
     node: Node,
     *,
@@ -65,16 +75,16 @@ def make_app(
     async def health(request: web.Request) -> web.Response:
         # As etcd: unhealthy (503) without a known leader, or when the store does not answer a read.
         if not node.leader_id:
-            return web.json_response({"health": "false", "reason": "RAFT NO LEADER"}, status=503)
+            return _json({"health": "false", "reason": "RAFT NO LEADER"}, status=503)
         try:
             with node.read() as view:
                 _ = view.current_revision
         except Exception as exc:  # any storage failure makes the member unhealthy
-            return web.json_response({"health": "false", "reason": f"storage: {exc}"}, status=503)
-        return web.json_response({"health": "true"})
+            return _json({"health": "false", "reason": f"storage: {exc}"}, status=503)
+        return _json({"health": "true"})
 
     async def version(request: web.Request) -> web.Response:
-        return web.json_response({"etcdserver": ETCD_API_VERSION, "etcdcluster": "3.4.0", "coord": __version__})
+        return _json({"etcdserver": ETCD_API_VERSION, "etcdcluster": "3.4.0", "coord": __version__})
 
     async def serve_metrics(request: web.Request) -> web.Response:
         assert metrics is not None
