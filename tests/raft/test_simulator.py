@@ -1,8 +1,9 @@
 """Randomized, deterministic cluster simulations (see tests/raft/sim.py for the faults and invariants).
 
-CI covers 1000 seeds: 500 with 3 voters and 500 with 5 voters, each with a spare node that membership changes may
-add, and with crashes, partitions, lossy/duplicating/reordering links, leader transfers and log compaction.
-A failure prints the seed and the command that replays it verbosely.
+CI covers 600 seeds: 300 with 3 voters and 300 with 5 voters, each with a spare node that membership changes may
+add, and with crashes, partitions, lossy/duplicating/reordering links, leader transfers and log compaction. The slow
+run (``pytest -m slow``) adds seeds 300-1499 of both. A failure prints the seed and the command that replays it
+verbosely.
 """
 
 from __future__ import annotations
@@ -11,18 +12,30 @@ import pytest
 
 from tests.raft.sim import InvariantViolation, SimOptions, Simulator, replay_command, run_seed
 
-SEEDS_PER_CONFIG = 500
+SEEDS_PER_CONFIG = 300
+SLOW_SEEDS_PER_CONFIG = 1500
 BATCH = 50
 
 
-@pytest.mark.parametrize("nodes", [3, 5])
-@pytest.mark.parametrize("first_seed", range(0, SEEDS_PER_CONFIG, BATCH))
-def test_simulated_cluster_keeps_raft_invariants(nodes: int, first_seed: int) -> None:
+def _run_batch(first_seed: int, nodes: int) -> None:
     for seed in range(first_seed, first_seed + BATCH):
         try:
             run_seed(seed, nodes)
         except InvariantViolation as e:
             pytest.fail(f"seed {seed} with {nodes} nodes: {e}\nreplay: {replay_command(seed, nodes)}")
+
+
+@pytest.mark.parametrize("nodes", [3, 5])
+@pytest.mark.parametrize("first_seed", range(0, SEEDS_PER_CONFIG, BATCH))
+def test_simulated_cluster_keeps_raft_invariants(nodes: int, first_seed: int) -> None:
+    _run_batch(first_seed, nodes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nodes", [3, 5])
+@pytest.mark.parametrize("first_seed", range(SEEDS_PER_CONFIG, SLOW_SEEDS_PER_CONFIG, BATCH))
+def test_more_seeds_keep_raft_invariants(nodes: int, first_seed: int) -> None:
+    _run_batch(first_seed, nodes)
 
 
 def test_simulation_is_deterministic() -> None:
