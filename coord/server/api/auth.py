@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -27,7 +26,7 @@ from google.protobuf.message import Message
 
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from coord.errors import REQUEST_TOO_LARGE
-from coord.server.api.common import Headers, abort
+from coord.server.api.common import Headers, abort, checked_first
 from coord.server.auth import AuthGate, check_name
 from coord.server.auth.errors import AUTH_OLD_REVISION
 from coord.server.auth.gate import hash_password
@@ -94,38 +93,9 @@ class AdminOnly(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 except Rejected as refusal:
                     await abort(context, refusal.spec)
 
-        if handler.unary_unary is not None:
-            inner: Any = handler.unary_unary
-
-            async def unary(request: Any, context: Any) -> Any:
-                await check(request, context)
-                return await inner(request, context)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            inner_stream: Any = handler.unary_stream
-
-            # grpc.aio serves a streaming method either as an async generator or as a coroutine that writes to
-            # its context; the wrapper keeps the servicer's style.
-            async def stream_gen(request: Any, context: Any) -> AsyncIterator[Any]:
-                await check(request, context)
-                async for item in inner_stream(request, context):
-                    yield item
-
-            async def stream_writer(request: Any, context: Any) -> None:
-                await check(request, context)
-                await inner_stream(request, context)
-
-            return grpc.unary_stream_rpc_method_handler(
-                stream_gen if inspect.isasyncgenfunction(inner_stream) else stream_writer,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        if handler.request_streaming:
+            return handler
+        return checked_first(handler, check)
 
 
 _Response = TypeVar("_Response", bound=Message)

@@ -12,8 +12,7 @@ requests on the request streams (Watch, LeaseKeepAlive).
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -28,6 +27,7 @@ from coord.errors import (
     TOO_MANY_OPS,
     VALUE_PROVIDED,
 )
+from coord.server.api.common import checked_first
 from coord.server.mvcc import KEY_TOO_LONG, key_fits
 from coord.server.rejection import Rejected
 
@@ -229,32 +229,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if isinstance(request, Undecodable):
                 await context.abort(grpc.StatusCode.INTERNAL, prefix + request.reason)
 
-        if handler.unary_unary is not None:
-            inner: Any = handler.unary_unary
-
-            async def unary(request: Any, context: Any) -> Any:
-                await refuse(request, context)
-                return await inner(request, context)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary, request_deserializer=deserializer, response_serializer=handler.response_serializer
-            )
-        inner_stream: Any = handler.unary_stream
-
-        async def stream_gen(request: Any, context: Any) -> AsyncIterator[Any]:
-            await refuse(request, context)
-            async for item in inner_stream(request, context):
-                yield item
-
-        async def stream_writer(request: Any, context: Any) -> None:
-            await refuse(request, context)
-            await inner_stream(request, context)
-
-        return grpc.unary_stream_rpc_method_handler(
-            stream_gen if inspect.isasyncgenfunction(inner_stream) else stream_writer,
-            request_deserializer=deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return checked_first(handler, refuse, deserializer)
 
 
 class UndecodableRequest(Exception):
