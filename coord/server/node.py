@@ -553,7 +553,8 @@ class Node:
         return SnapshotMetadata(conf_state=conf, index=applied, term=self.storage.term(applied))
 
     def _commit(self, round_: _Round) -> None:
-        """On the commit thread: persist and apply one Ready in one LMDB write transaction (one fsync)."""
+        """On the commit thread: persist and apply one Ready in one LMDB write transaction: made durable (two
+        flushes) when the round must sync, else committed with one flush (see Backend.write)."""
         with self.backend.write(durable=round_.must_sync) as txn:
             if round_.snapshot is not None and round_.snapshot_path is not None:
                 install_state(self.backend, txn, round_.snapshot_path)
