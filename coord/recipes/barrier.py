@@ -170,7 +170,8 @@ class DoubleBarrier:
         prefix = recipe_prefix("double-barrier", name)
         self._prefix = prefix
         self._waiters = prefix + "waiters/"
-        self._ready = prefix + "ready"
+        self._ready = prefix + "ready"  # the latest round (the anchor two would-be completers compare on)
+        self._rounds = prefix + "rounds/"  # one key per round whose participants have not all left
         self._key: bytes | None = None
         self._created = 0
         self._round: _Round | None = None
@@ -180,18 +181,23 @@ class DoubleBarrier:
         """True between a successful :meth:`enter` and :meth:`leave`."""
         return self._round is not None
 
-    async def _snapshot(self) -> tuple[int, _Round | None, KeyValue | None, tuple[KeyValue, ...]]:
+    def _round_key(self, last: int) -> str:
+        return f"{self._rounds}{last:020d}"
+
+    async def _snapshot(self) -> tuple[int, KeyValue | None, list[_Round], tuple[KeyValue, ...]]:
         result = await self._client.txn(
             [],
             [
                 Get(self._ready),
+                Get(self._rounds, prefix=True),
                 Get(self._waiters, prefix=True, keys_only=True, sort_target=SortTarget.CREATE,
                     sort_order=SortOrder.ASCEND),
             ],
         )  # fmt: skip
-        ready, waiters = result.responses
-        assert isinstance(ready, GetResult) and isinstance(waiters, GetResult)
-        return result.revision, _Round.parse(ready.kv), ready.kv, waiters.kvs
+        ready, rounds, waiters = result.responses
+        assert isinstance(ready, GetResult) and isinstance(rounds, GetResult) and isinstance(waiters, GetResult)
+        parsed = [r for r in (_Round.parse(kv) for kv in [ready.kv, *rounds.kvs]) if r is not None]
+        return result.revision, ready.kv, parsed, waiters.kvs
 
     async def enter(self, timeout: float | None = None) -> None:
         """Join and block until ``count`` participants (this one included) have joined.
@@ -218,19 +224,26 @@ class DoubleBarrier:
         watcher = None
         try:
             while True:
-                revision, round_, ready_kv, waiters = await self._snapshot()
-                if round_ is not None and round_.last >= self._created:
-                    self._round = round_  # the round containing this participant is complete
+                revision, ready_kv, rounds, waiters = await self._snapshot()
+                mine = next((r for r in rounds if r.floor < self._created <= r.last), None)
+                if mine is not None:
+                    # The round containing this participant is complete. It is looked up among every round still
+                    # leaving, not only the latest: later rounds may have formed (and left) since it did.
+                    self._round = mine
                     return
                 if all(kv.key != self._key for kv in waiters):
                     raise SessionLostError(f"double barrier {self.name!r}: this participant's key vanished")
-                floor = round_.last if round_ is not None else 0
+                # Waiters up to the newest known round belong to rounds; the rest form the next one.
+                floor = max((r.last for r in rounds), default=0)
                 rank = sum(1 for kv in waiters if floor < kv.create_revision <= self._created)
                 if rank == self.count:
                     # This participant completes the round; the compare keeps two completers from both writing.
                     raw = json.dumps({"floor": floor, "last": self._created}).encode()
                     seen = ready_kv.mod_revision if ready_kv is not None else 0
-                    written = await self._client.txn([ModRevision(self._ready) == seen], [Put(self._ready, raw)])
+                    written = await self._client.txn(
+                        [ModRevision(self._ready) == seen],
+                        [Put(self._ready, raw), Put(self._round_key(self._created), raw)],
+                    )
                     if written.succeeded:
                         self._round = _Round(floor, self._created, raw)
                         return
@@ -275,9 +288,12 @@ class DoubleBarrier:
             if not keys:
                 return
             if keys == [key]:
-                # The last one out also removes this round's ready key (unless a later round already rewrote it).
+                # The last one out removes this round's key, and the latest-round key unless a later round rewrote it.
+                round_key = self._round_key(round_.last)
                 await self._client.txn(
-                    [Value(self._ready) == round_.raw], [Delete(key), Delete(self._ready)], [Delete(key)]
+                    [Value(self._ready) == round_.raw],
+                    [Delete(key), Delete(round_key), Delete(self._ready)],
+                    [Delete(key), Delete(round_key)],
                 )
                 return
             if keys[0] == key:

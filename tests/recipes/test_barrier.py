@@ -9,6 +9,7 @@ next round instead of deadlocking.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 
 import pytest
@@ -143,3 +144,18 @@ def test_double_barrier_crash_extras_timeouts_and_blocking_form(backend: Backend
             SyncDoubleBarrier(a, "sync", 0)
         with pytest.raises(ValueError):
             SyncBarrier(a, "a/b")
+
+
+def test_a_participant_finds_its_round_after_later_rounds_came_and_went(backend: Backend) -> None:
+    # Regression: a round's member that had not looked yet when a later round formed (overwriting the latest-round
+    # key) and left (deleting it) must still find its own round, not wait forever for partners that already entered.
+    # The store is set up as that moment leaves it: this participant's round recorded under rounds/, no latest round.
+    async def scenario() -> None:
+        async with coord.AsyncClient(backend.endpoint, timeout=5) as client:
+            late = DoubleBarrier(client, "rounds", 2, ttl=TTL)
+            far = 10**15  # a round whose bounds surely hold the participant's key
+            await client.put(f"coord/double-barrier/rounds/rounds/{far:020d}", json.dumps({"floor": 0, "last": far}))
+            await late.enter(timeout=10)
+            assert late.entered
+
+    asyncio.run(scenario())
