@@ -21,6 +21,7 @@ import platform
 import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,9 +30,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.kv import OPS, LoadError, LoadResult, LoadSpec, run_load
-from coord.testing import Cluster, ServerProcess, etcd_binary, free_port, start_coord_server, start_etcd
+from coord.testing import (
+    Cluster,
+    ServerProcess,
+    etcd_binary,
+    free_port,
+    start_coord_server,
+    start_etcd,
+    wait_for_port,
+)
 
 TARGETS = ("coord", "etcd")
+# --baselines: reference rows that bound what coord could reach on this machine (see benchmarks/README.md).
+SOLO = "coord-solo"  # a single-member coord-server: everything but replication (only with --members > 1)
+NOOP = "noop"  # benchmarks.noop_server: grpc.aio and protobuf answering at once, the floor of a Python server
 _DISTURBED = 0.5  # "other" CPU (in cores) above which a row is flagged as disturbed by other work on the machine
 
 
@@ -96,6 +108,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds of all rows, targets alternating (ratios use medians)"
     )
+    parser.add_argument(
+        "--baselines",
+        action="store_true",
+        help=f"also measure {SOLO} (a single-member coord, with --members > 1) and {NOOP} (a grpc.aio server that "
+        "does nothing), as ceilings for coord on this machine",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as JSON to FILE")
     parser.add_argument("--keep-data", action="store_true", help="do not delete the servers' temporary directories")
     args = parser.parse_args(argv)
@@ -107,6 +125,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("coord-server is not available (no module coord.server.main); use --targets etcd")
     if "etcd" in args.targets and not args.endpoint_etcd and etcd_binary() is None:
         parser.error("etcd is not installed (apt-get install etcd-server); use --targets coord")
+    args.all_targets = list(args.targets)
+    if args.baselines:
+        if args.members > 1:
+            args.all_targets.append(SOLO)
+        args.all_targets.append(NOOP)
     return args
 
 
@@ -171,6 +194,10 @@ def _server(
     if endpoint:
         yield endpoint, None
         return
+    if target == SOLO:
+        with _server("coord", None, keep_data) as solo:
+            yield solo
+        return
     base = Path(tempfile.mkdtemp(prefix=f"bench-{target}-"))
     server: ServerProcess | None = None
     if members > 1:
@@ -186,7 +213,15 @@ def _server(
                 shutil.rmtree(base, ignore_errors=True)
         return
     try:
-        if target == "coord":
+        if target == NOOP:
+            port = free_port()
+            argv = [sys.executable, "-m", "benchmarks.noop_server", "--port", str(port)]
+            log_path = base / "noop.log"
+            with open(log_path, "ab") as log:
+                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            server = ServerProcess(NOOP, proc, port, 0, base, log_path, argv=argv)
+            wait_for_port(port, 30.0, proc)
+        elif target == "coord":
             # coord-server's HTTP listener defaults to the fixed port 2381: give it a free one, so this run does not
             # collide with another coord-server on the machine (a test run, a second benchmark).
             http_url = f"http://127.0.0.1:{free_port()}"
@@ -216,15 +251,17 @@ def run(args: argparse.Namespace, rows: list[Row]) -> None:
     run_id = secrets.token_hex(4)
     with contextlib.ExitStack() as stack:
         servers: dict[str, tuple[str, ServerProcess | None]] = {}
-        for target in args.targets:
-            given = args.endpoint_coord if target == "coord" else args.endpoint_etcd
-            endpoint, server = stack.enter_context(_server(target, given, args.keep_data, args.members))
+        for target in args.all_targets:
+            given = {"coord": args.endpoint_coord, "etcd": args.endpoint_etcd}.get(target)
+            endpoint, server = stack.enter_context(
+                _server(target, given, args.keep_data, args.members if target in TARGETS else 1)
+            )
             servers[target] = (endpoint, server)
             origin = f"{'given' if given else 'started'} {endpoint}" + (f" pid {server.pid}" if server else "")
             print(f"# {target}: {origin}", file=sys.stderr, flush=True)
         for round_ in range(args.repeat):
             for clients in args.clients:
-                order = args.targets if round_ % 2 == 0 else args.targets[::-1]
+                order = args.all_targets if round_ % 2 == 0 else args.all_targets[::-1]
                 for target in order:
                     endpoint, server = servers[target]
                     spec = LoadSpec(
@@ -267,6 +304,10 @@ def _ratio(coord: list[float], etcd: list[float]) -> float:
     return a / b if b > 0 and not math.isnan(a) and not math.isnan(b) else math.nan
 
 
+def _rates(rows: list[Row], target: str, clients: int) -> list[float]:
+    return [row.result.throughput for row in rows if row.target == target and row.result.spec.clients == clients]
+
+
 def _fmt(value: float, digits: int = 2) -> str:
     return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
@@ -286,12 +327,12 @@ def render(args: argparse.Namespace, rows: list[Row]) -> str:
     show_round = args.repeat > 1
     disturbed = 0
     header = (
-        f"{'target':<6} {'round':>5} " * show_round + f"{'target':<6} " * (not show_round) + f"{'clients':>7} "
+        f"{'target':<10} {'round':>5} " * show_round + f"{'target':<10} " * (not show_round) + f"{'clients':>7} "
         f"{'procs':>5} {'requests':>9} {'errors':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
         f"{'gen cpu':>7} {'srv cpu':>7} {'srv us/req':>10} {'other':>5} {'stop':>5}"
     )
     lines += ["", header, "-" * len(header)]
-    target_rank = {t: i for i, t in enumerate(args.targets)}
+    target_rank = {t: i for i, t in enumerate(args.all_targets)}
     for row in sorted(rows, key=lambda row: (row.result.spec.clients, target_rank[row.target], row.round)):
         r = row.result
         gen_cpu = f"{100 * r.generator_cpu_seconds / r.elapsed:.0f}%" if r.elapsed > 0 else "-"
@@ -307,7 +348,7 @@ def render(args: argparse.Namespace, rows: list[Row]) -> str:
             other = f"{100 * max(0.0, rest):.0f}%"
             disturbed += rest > _DISTURBED
         lines.append(
-            f"{row.target:<6} " + f"{row.round:>5} " * show_round + f"{r.spec.clients:>7} {r.spec.worker_count:>5} "
+            f"{row.target:<10} " + f"{row.round:>5} " * show_round + f"{r.spec.clients:>7} {r.spec.worker_count:>5} "
             f"{r.requests:>9} {r.errors:>6} {r.throughput:>9.0f} {_fmt(r.latency_ms(50)):>8} "
             f"{_fmt(r.latency_ms(99)):>8} {_fmt(r.max_ms):>8} {gen_cpu:>7} {srv_cpu:>7} {_fmt(per_req, 0):>10} "
             f"{other:>5} {r.stopped_by:>5}"
@@ -346,6 +387,22 @@ def render(args: argparse.Namespace, rows: list[Row]) -> str:
     if ratios:
         of = f" (medians of {args.repeat} rounds)" if args.repeat > 1 else ""
         lines += ["", f"coord/etcd ratio per concurrency{of}:", *ratios]
+    ceilings = []
+    for clients in args.clients:
+        etcd_rates = _rates(rows, "etcd", clients)
+        parts = []
+        for target in (SOLO, NOOP):
+            rates = _rates(rows, target, clients)
+            if rates and etcd_rates:
+                parts.append(f"{target}/etcd = {_fmt(_ratio(rates, etcd_rates))}x")
+        if parts:
+            ceilings.append(f"  {clients:>3} clients: " + ", ".join(parts))
+    if ceilings:
+        lines += [
+            "",
+            f"baselines, ceilings for coord here ({SOLO}: coord without replication; {NOOP}: grpc.aio doing nothing):",
+            *ceilings,
+        ]
     if disturbed:
         lines.append(
             f"! {disturbed} row(s) ran while other work used more than {_DISTURBED:.0%} of a core: "
