@@ -174,7 +174,9 @@ class MemberServer:
         )
         self.kv_service = KVService(self.node, headers, config.max_request_bytes, config.max_txn_ops, gate=gate)
         rpc_pb2_grpc.add_KVServicer_to_server(self.kv_service, self._grpc)
-        self.watch_hub = WatchHub(self.node.read, headers.make)
+        self.watch_hub = WatchHub(
+            self.node.read, headers.make, fragment_bytes=config.max_request_bytes + _GRPC_OVERHEAD_BYTES
+        )
         self.node.add_change_listener(self.watch_hub.on_change)
         self.watch_service = WatchService(self.watch_hub, gate=gate, headers=headers)
         rpc_pb2_grpc.add_WatchServicer_to_server(self.watch_service, self._grpc)

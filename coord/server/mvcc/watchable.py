@@ -112,11 +112,18 @@ class WatchStream:
 
 
 class WatchHub:
-    """All watchers of a member. ``on_change`` must be registered as the node's change listener."""
+    """All watchers of a member. ``on_change`` must be registered as the node's change listener.
 
-    def __init__(self, read: ReaderFactory, header: Callable[[int], rpc_pb2.ResponseHeader]) -> None:
+    ``fragment_bytes`` is the size from which a watcher created with ``fragment`` gets its events split over several
+    responses (see :func:`fragments`); etcd uses its --max-request-bytes plus 512 KiB of gRPC overhead.
+    """
+
+    def __init__(
+        self, read: ReaderFactory, header: Callable[[int], rpc_pb2.ResponseHeader], *, fragment_bytes: int
+    ) -> None:
         self._read = read
         self._header = header
+        self._fragment_bytes = fragment_bytes
         self._single: dict[bytes, set[Watcher]] = {}
         self._ranges: set[Watcher] = set()
         self._catching_up: set[Watcher] = set()
@@ -321,25 +328,12 @@ class WatchHub:
         if not events:
             return
         watcher.sent_since_progress = True
-        header = self._header(header_revision)
-        max_bytes = 1024 * 1024
-        if watcher.fragment and sum(e.ByteSize() for e in events) > max_bytes:
-            chunks: list[list[kv_pb2.Event]] = [[]]
-            size = 0
-            for event in events:
-                if chunks[-1] and size + event.ByteSize() > max_bytes:
-                    chunks.append([])
-                    size = 0
-                chunks[-1].append(event)
-                size += event.ByteSize()
-            for i, chunk in enumerate(chunks):
-                watcher.stream.send(
-                    rpc_pb2.WatchResponse(
-                        header=header, watch_id=watcher.id, events=chunk, fragment=i < len(chunks) - 1
-                    )
-                )
+        response = rpc_pb2.WatchResponse(header=self._header(header_revision), watch_id=watcher.id, events=events)
+        if not watcher.fragment:
+            watcher.stream.send(response)
             return
-        watcher.stream.send(rpc_pb2.WatchResponse(header=header, watch_id=watcher.id, events=events))
+        for part in fragments(response, self._fragment_bytes):
+            watcher.stream.send(part)
 
     async def _catch_up_loop(self) -> None:
         while True:
@@ -390,3 +384,35 @@ class WatchHub:
         if stream.progress_wanted and all(w.synced or w.canceled for w in stream.watchers.values()):
             stream.progress_wanted = False
             stream.send(rpc_pb2.WatchResponse(header=self._header(current), watch_id=-1))
+
+
+def fragments(response: rpc_pb2.WatchResponse, limit: int) -> list[rpc_pb2.WatchResponse]:
+    """``response`` as etcd sends it to a watcher created with ``fragment``: whole when it is under ``limit`` bytes
+    encoded or holds fewer than two events; else split in order into responses with the same header and watch id,
+    each under ``limit`` bytes unless a single event is larger, all but the last marked ``fragment``."""
+    if len(response.events) < 2 or response.ByteSize() < limit:
+        return [response]
+    empty = rpc_pb2.WatchResponse(header=response.header, watch_id=response.watch_id, fragment=True)
+    base = empty.ByteSize()
+    parts: list[list[kv_pb2.Event]] = [[]]
+    size = base
+    for event in response.events:
+        grown = _field_bytes(event.ByteSize())
+        if parts[-1] and size + grown >= limit:
+            parts.append([])
+            size = base
+        parts[-1].append(event)
+        size += grown
+    out = []
+    for i, events in enumerate(parts):
+        part = rpc_pb2.WatchResponse()
+        part.CopyFrom(empty)
+        part.events.extend(events)
+        part.fragment = i < len(parts) - 1
+        out.append(part)
+    return out
+
+
+def _field_bytes(length: int) -> int:
+    """Encoded size of a length-delimited field with a one-byte tag (``events`` is field 11) holding ``length``."""
+    return 1 + max(1, (length.bit_length() + 6) // 7) + length
