@@ -10,6 +10,7 @@ fast) and are removed after each test. Every server listens on a free 127.0.0.1 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -52,6 +53,23 @@ def start_target(data_dir: Path, extra_args: tuple[str, ...] = ()) -> ServerProc
     if COMPAT_TARGET == "etcd":
         return start_etcd(data_dir, name=MEMBER_NAME, extra_args=extra_args)
     return start_coord_server(data_dir, name=MEMBER_NAME, extra_args=extra_args)
+
+
+@contextlib.contextmanager
+def started_pair(base: Path, extra_args: tuple[str, ...] = ()) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """A fresh real etcd (the oracle) and a fresh server under test, both started with ``extra_args`` in
+    directories under ``base``; both stopped by PID on exit."""
+    require_etcd()
+    require_target()
+    ref = start_etcd(base / "ref-etcd", name=MEMBER_NAME, extra_args=extra_args)
+    try:
+        target = start_target(base / "target", extra_args)
+        try:
+            yield ref, target
+        finally:
+            target.stop()
+    finally:
+        ref.stop()
 
 
 @pytest.fixture

@@ -35,11 +35,10 @@ import pytest
 from google.protobuf import text_format
 
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from coord.testing import ServerProcess, start_etcd
-from tests.compat.conftest import MEMBER_NAME, require_target, start_target
+from coord.testing import ServerProcess
+from tests.compat.conftest import started_pair
 from tests.compat.differential import Outcome, Peer, call, describe, same
 from tests.compat.kvgen import KvGen, prefix_range_end
-from tests.conftest import require_etcd
 
 WatchRequest = rpc_pb2.WatchRequest
 Create = rpc_pb2.WatchCreateRequest
@@ -221,18 +220,8 @@ def render(responses: list[rpc_pb2.WatchResponse]) -> str:
 def shared_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """One etcd and one server under test for all the scenarios of this module (each writes under its own keys and
     reads only revisions it made, so they do not see each other); started once to keep the suite fast."""
-    require_etcd()
-    require_target()
-    base = tmp_path_factory.mktemp("watch-diff")
-    ref = start_etcd(base / "ref-etcd", name=MEMBER_NAME)
-    try:
-        target = start_target(base / "target")
-        try:
-            yield ref, target
-        finally:
-            target.stop()
-    finally:
-        ref.stop()
+    with started_pair(tmp_path_factory.mktemp("watch-diff")) as pair:
+        yield pair
 
 
 @pytest.fixture

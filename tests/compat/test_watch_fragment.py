@@ -22,9 +22,8 @@ import pytest
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from coord._proto.mvccpb import kv_pb2
 from coord.server.mvcc.watchable import fragments
-from coord.testing import ServerProcess, start_etcd
-from tests.compat.conftest import MEMBER_NAME, require_target, start_target
-from tests.conftest import require_etcd
+from coord.testing import ServerProcess
+from tests.compat.conftest import started_pair
 
 MAX_REQUEST_BYTES = 4096  # on both servers
 LIMIT = MAX_REQUEST_BYTES + 512 * 1024  # where etcd starts splitting a watch response
@@ -34,18 +33,8 @@ VALUE = b"v" * 3800  # 150 deletes with prev_kv: about 570 KB of events in one r
 
 @pytest.fixture
 def pair(fast_dir: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    require_etcd()
-    require_target()
-    args = ("--max-request-bytes", str(MAX_REQUEST_BYTES))
-    ref = start_etcd(fast_dir / "ref", name=MEMBER_NAME, extra_args=args)
-    try:
-        target = start_target(fast_dir / "target", extra_args=args)
-        try:
-            yield ref, target
-        finally:
-            target.stop()
-    finally:
-        ref.stop()
+    with started_pair(fast_dir, ("--max-request-bytes", str(MAX_REQUEST_BYTES))) as servers:
+        yield servers
 
 
 class _Stream:
