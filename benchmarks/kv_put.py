@@ -20,7 +20,6 @@ import os
 import platform
 import secrets
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,18 +28,26 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.common import (
+    TARGETS,
+    cpu_seconds,
+    fmt,
+    host_ticks,
+    ratio,
+    require_installed,
+    run_main,
+    target_list,
+)
 from benchmarks.kv import OPS, LoadError, LoadResult, LoadSpec, run_load
 from coord.testing import (
     Cluster,
     ServerProcess,
-    etcd_binary,
     free_port,
     start_coord_server,
     start_etcd,
     wait_for_port,
 )
 
-TARGETS = ("coord", "etcd")
 # --baselines: reference rows that bound what coord could reach on this machine (see benchmarks/README.md).
 SOLO = "coord-solo"  # a single-member coord-server: everything but replication (only with --members > 1)
 NOOP = "noop"  # benchmarks.noop_server: grpc.aio and protobuf answering at once, the floor of a Python server
@@ -66,14 +73,6 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _target_list(text: str) -> list[str]:
-    values = [part.strip() for part in text.split(",") if part.strip()]
-    bad = [v for v in values if v not in TARGETS]
-    if not values or bad:
-        raise argparse.ArgumentTypeError(f"targets are a comma-separated subset of {','.join(TARGETS)}")
-    return list(dict.fromkeys(values))
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.kv_put",
@@ -92,7 +91,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1,
         help="start clusters of this many members (default 1); load goes to the leader",
     )
-    parser.add_argument("--targets", type=_target_list, default=list(TARGETS), help="coord,etcd (default both)")
+    parser.add_argument("--targets", type=target_list, default=list(TARGETS), help="coord,etcd (default both)")
     parser.add_argument("--endpoint-coord", metavar="HOST:PORT", help="use this running coord-server")
     parser.add_argument("--endpoint-etcd", metavar="HOST:PORT", help="use this running etcd")
     parser.add_argument(
@@ -123,8 +122,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--clients-per-channel and --repeat must be >= 1")
     if "coord" in args.targets and not args.endpoint_coord and importlib.util.find_spec("coord.server.main") is None:
         parser.error("coord-server is not available (no module coord.server.main); use --targets etcd")
-    if "etcd" in args.targets and not args.endpoint_etcd and etcd_binary() is None:
-        parser.error("etcd is not installed (apt-get install etcd-server); use --targets coord")
+    require_installed(parser, args.targets, etcd_needed=not args.endpoint_etcd)
     args.all_targets = list(args.targets)
     if args.baselines:
         if args.members > 1:
@@ -139,28 +137,6 @@ def auto_procs(clients: int, requested: int) -> int:
     return 1 if clients < 16 else min(2, clients)
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process, all threads, from /proc (Linux); None when unreadable."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _host_ticks() -> tuple[int, int] | None:
-    """(process busy, total) jiffies of all cores since boot, from /proc/stat (Linux); None when unreadable."""
-    try:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    # user nice system idle iowait irq softirq steal (guest time is already counted in user). Busy is process time
-    # only (user + nice + system), the same kind of time as the per-process figures it is compared with.
-    return values[0] + values[1] + values[2], sum(values[:8])
-
-
 class _CpuSampler:
     """CPU used by the server process and by the whole machine between ``start`` and ``stop``."""
 
@@ -172,14 +148,14 @@ class _CpuSampler:
         self.host_busy: float | None = None
 
     def start(self) -> None:
-        self._proc0 = _cpu_seconds(self.pid) if self.pid else None
-        self._host0 = _host_ticks()
+        self._proc0 = cpu_seconds(self.pid) if self.pid else None
+        self._host0 = host_ticks()
 
     def stop(self) -> None:
-        proc1 = _cpu_seconds(self.pid) if self.pid else None
+        proc1 = cpu_seconds(self.pid) if self.pid else None
         if proc1 is not None and self._proc0 is not None:
             self.process_seconds = proc1 - self._proc0
-        host1 = _host_ticks()
+        host1 = host_ticks()
         if host1 is not None and self._host0 is not None and host1[1] > self._host0[1]:
             self.host_busy = (host1[0] - self._host0[0]) / (host1[1] - self._host0[1])
 
@@ -298,18 +274,8 @@ def _server_us_per_request(row: Row) -> float:
     return 1e6 * row.server_cpu_seconds / row.result.ok
 
 
-def _ratio(coord: list[float], etcd: list[float]) -> float:
-    """median(coord) / median(etcd), NaN when undefined."""
-    a, b = statistics.median(coord), statistics.median(etcd)
-    return a / b if b > 0 and not math.isnan(a) and not math.isnan(b) else math.nan
-
-
 def _rates(rows: list[Row], target: str, clients: int) -> list[float]:
     return [row.result.throughput for row in rows if row.target == target and row.result.spec.clients == clients]
-
-
-def _fmt(value: float, digits: int = 2) -> str:
-    return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def render(args: argparse.Namespace, rows: list[Row]) -> str:
@@ -349,8 +315,8 @@ def render(args: argparse.Namespace, rows: list[Row]) -> str:
             disturbed += rest > _DISTURBED
         lines.append(
             f"{row.target:<10} " + f"{row.round:>5} " * show_round + f"{r.spec.clients:>7} {r.spec.worker_count:>5} "
-            f"{r.requests:>9} {r.errors:>6} {r.throughput:>9.0f} {_fmt(r.latency_ms(50)):>8} "
-            f"{_fmt(r.latency_ms(99)):>8} {_fmt(r.max_ms):>8} {gen_cpu:>7} {srv_cpu:>7} {_fmt(per_req, 0):>10} "
+            f"{r.requests:>9} {r.errors:>6} {r.throughput:>9.0f} {fmt(r.latency_ms(50)):>8} "
+            f"{fmt(r.latency_ms(99)):>8} {fmt(r.max_ms):>8} {gen_cpu:>7} {srv_cpu:>7} {fmt(per_req, 0):>10} "
             f"{other:>5} {r.stopped_by:>5}"
         )
     lines.append("")
@@ -365,10 +331,10 @@ def render(args: argparse.Namespace, rows: list[Row]) -> str:
         etcd = [row.result for row in rows if row.target == "etcd" and row.result.spec.clients == clients]
         if not coord or not etcd:
             continue
-        thr = _ratio([r.throughput for r in coord], [r.throughput for r in etcd])
-        p50 = _ratio([r.latency_ms(50) for r in coord], [r.latency_ms(50) for r in etcd])
-        p99 = _ratio([r.latency_ms(99) for r in coord], [r.latency_ms(99) for r in etcd])
-        cost = _ratio(
+        thr = ratio([r.throughput for r in coord], [r.throughput for r in etcd])
+        p50 = ratio([r.latency_ms(50) for r in coord], [r.latency_ms(50) for r in etcd])
+        p99 = ratio([r.latency_ms(99) for r in coord], [r.latency_ms(99) for r in etcd])
+        cost = ratio(
             [
                 _server_us_per_request(row)
                 for row in rows
@@ -381,8 +347,8 @@ def render(args: argparse.Namespace, rows: list[Row]) -> str:
             ],
         )
         ratios.append(
-            f"  {clients:>3} clients: throughput coord/etcd = {_fmt(thr)}x   "
-            f"(p50 {_fmt(p50)}x, p99 {_fmt(p99)}x of etcd's latency; server CPU per request {_fmt(cost)}x)"
+            f"  {clients:>3} clients: throughput coord/etcd = {fmt(thr)}x   "
+            f"(p50 {fmt(p50)}x, p99 {fmt(p99)}x of etcd's latency; server CPU per request {fmt(cost)}x)"
         )
     if ratios:
         of = f" (medians of {args.repeat} rounds)" if args.repeat > 1 else ""
@@ -394,7 +360,7 @@ def render(args: argparse.Namespace, rows: list[Row]) -> str:
         for target in (SOLO, NOOP):
             rates = _rates(rows, target, clients)
             if rates and etcd_rates:
-                parts.append(f"{target}/etcd = {_fmt(_ratio(rates, etcd_rates))}x")
+                parts.append(f"{target}/etcd = {fmt(ratio(rates, etcd_rates))}x")
         if parts:
             ceilings.append(f"  {clients:>3} clients: " + ", ".join(parts))
     if ceilings:
@@ -453,21 +419,13 @@ def to_json(args: argparse.Namespace, rows: list[Row]) -> dict[str, object]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    rows: list[Row] = []
-    status = 0
-    try:
-        run(args, rows)
-    except RuntimeError as exc:  # LoadError, or a server that did not start
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt:  # servers and workers are already stopped by the finally blocks
-        print("interrupted", file=sys.stderr)
-        status = 130
-    if rows:
-        print(render(args, rows), flush=True)
+
+    def rendered(rows: list[Row]) -> str:
         if args.json:
             args.json.write_text(json.dumps(_no_nan(to_json(args, rows)), indent=2) + "\n")
-    return status
+        return render(args, rows)
+
+    return run_main(lambda rows: run(args, rows), rendered)
 
 
 def _no_nan(value: object) -> object:

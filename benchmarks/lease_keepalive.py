@@ -29,10 +29,21 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from benchmarks.common import (
+    STREAM_CHANNEL_OPTIONS,
+    TARGETS,
+    Target,
+    clusters,
+    fmt,
+    host_ticks,
+    other_cpu,
+    ratio,
+    require_installed,
+    run_main,
+    target_list,
+)
 from benchmarks.kv import percentile, split_evenly
-from benchmarks.watch import CHANNEL_OPTIONS, TARGETS, Target, clusters, fmt, host_sample, other_cpu, ratio, target_list
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from coord.testing import etcd_binary
 
 LEASE_TTL = 60
 
@@ -59,7 +70,7 @@ async def _keep_alive(spec: WorkerSpec, ready: Any, go: Any) -> dict[str, Any]:
     samples = array("q")
     errors = 0
     channels = [
-        grpc.aio.insecure_channel(spec.endpoints[s % len(spec.endpoints)], options=CHANNEL_OPTIONS)
+        grpc.aio.insecure_channel(spec.endpoints[s % len(spec.endpoints)], options=STREAM_CHANNEL_OPTIONS)
         for s in spec.streams
     ]
     calls = [rpc_pb2_grpc.LeaseStub(ch).LeaseKeepAlive() for ch in channels]
@@ -134,7 +145,7 @@ class Row:
 
 def _grant(endpoint: str, count: int) -> list[int]:
     async def grant_all() -> list[int]:
-        async with grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS) as channel:
+        async with grpc.aio.insecure_channel(endpoint, options=STREAM_CHANNEL_OPTIONS) as channel:
             stub = rpc_pb2_grpc.LeaseStub(channel)
             ids: list[int] = []
             for first in range(0, count, 50):
@@ -152,7 +163,7 @@ def _grant(endpoint: str, count: int) -> list[int]:
 
 def _revoke(endpoint: str, ids: list[int]) -> None:
     async def revoke_all() -> None:
-        async with grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS) as channel:
+        async with grpc.aio.insecure_channel(endpoint, options=STREAM_CHANNEL_OPTIONS) as channel:
             stub = rpc_pb2_grpc.LeaseStub(channel)
             for first in range(0, len(ids), 50):
                 await asyncio.gather(
@@ -192,11 +203,11 @@ def measure(target: Target, args: argparse.Namespace) -> Row:
                 ready.get(timeout=60)
             except queue.Empty:
                 raise RuntimeError(f"{target.name}: keep-alive streams were not up in time") from None
-        cpu0, host0 = target.cpu_seconds(), host_sample()
+        cpu0, host0 = target.cpu_seconds(), host_ticks()
         go.set()
         for _ in workers:
             results.append(out.get(timeout=args.seconds + 60))
-        cpu1, host1 = target.cpu_seconds(), host_sample()
+        cpu1, host1 = target.cpu_seconds(), host_ticks()
     finally:
         for proc in workers:
             proc.join(10)
@@ -283,30 +294,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--leases, --streams, --procs, --window, --repeat must be >= 1 and --seconds > 0")
     args.streams = min(args.streams, args.leases)
     args.procs = min(args.procs, args.streams)
-    if "etcd" in args.targets and etcd_binary() is None:
-        p.error("etcd is not installed (apt-get install etcd-server); use --targets coord")
+    require_installed(p, args.targets)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    rows: list[Row] = []
-    status = 0
-    try:
+
+    def measure_all(rows: list[Row]) -> None:
         with clusters(args.targets, args.members, args.keep_data) as targets:
             for round_ in range(args.repeat):
                 order = args.targets if round_ % 2 == 0 else args.targets[::-1]
                 for name in order:
                     print(f"# round {round_ + 1}: {name} ...", file=sys.stderr, flush=True)
                     rows.append(measure(targets[name], args))
-    except RuntimeError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt:
-        status = 130
-    if rows:
-        print(render(args, rows), flush=True)
-    return status
+
+    return run_main(measure_all, lambda rows: render(args, rows))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ class NoopKV(rpc_pb2_grpc.KVServicer):
 async def serve(port: int) -> None:
     """Serve on 127.0.0.1:``port`` until SIGINT or SIGTERM."""
     server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 2**31 - 1)])
-    rpc_pb2_grpc.add_KVServicer_to_server(NoopKV(), server)  # type: ignore[no-untyped-call]
+    rpc_pb2_grpc.add_KVServicer_to_server(NoopKV(), server)  # type: ignore[abstract]
     if server.add_insecure_port(f"127.0.0.1:{port}") != port:
         raise SystemExit(f"noop_server: cannot listen on 127.0.0.1:{port}")
     await server.start()

@@ -16,100 +16,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import multiprocessing as mp
 import os
 import platform
 import queue
 import secrets
-import shutil
-import statistics
 import sys
-import tempfile
 import time
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
 
+from benchmarks.common import (
+    STREAM_CHANNEL_OPTIONS,
+    TARGETS,
+    Target,
+    clusters,
+    fmt,
+    host_ticks,
+    other_cpu,
+    ratio,
+    require_installed,
+    run_main,
+    target_list,
+)
 from benchmarks.kv import percentile, split_evenly
-from benchmarks.kv_put import _cpu_seconds, _host_ticks
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from coord.testing import Cluster, ServerProcess, etcd_binary
-
-TARGETS = ("coord", "etcd")
-CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.use_local_subchannel_pool", 1),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-]
-
-
-# ---------------------------------------------------------------------------------------------------- clusters
-
-
-@dataclass
-class Target:
-    """A running 3-member cluster (or any size) of one kind, its leader and every member's process."""
-
-    name: str
-    cluster: Cluster
-    leader: ServerProcess
-
-    @property
-    def endpoints(self) -> list[str]:
-        return [m.endpoint for m in self.cluster.members]
-
-    def cpu_seconds(self) -> float | None:
-        """User + system CPU of all members so far (None when unreadable)."""
-        values = [_cpu_seconds(m.pid) for m in self.cluster.members]
-        return None if any(v is None for v in values) else sum(v for v in values if v is not None)
-
-
-@contextlib.contextmanager
-def clusters(names: Sequence[str], members: int, keep_data: bool) -> Iterator[dict[str, Target]]:
-    """Start one cluster per target name in a temporary directory (100 ms heartbeat, 1 s election timeout, etcd's
-    defaults), all up together; stop them by PID and delete the directories at the end."""
-    with contextlib.ExitStack() as stack:
-        out: dict[str, Target] = {}
-        for name in names:
-            base = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
-            if not keep_data:
-                stack.callback(shutil.rmtree, base, True)
-            cluster = stack.enter_context(Cluster(name, base, members, heartbeat_ms=100, election_ms=1000))
-            out[name] = Target(name, cluster, cluster.wait_leader(30.0))
-            pids = ",".join(str(m.pid) for m in cluster.members)
-            print(f"# {name}: {members} members, leader {out[name].leader.endpoint}, pids {pids}", file=sys.stderr)
-        yield out
-
-
-def host_sample() -> tuple[int, int] | None:
-    return _host_ticks()
-
-
-def other_cpu(host0: tuple[int, int] | None, host1: tuple[int, int] | None, known_cores: float) -> float | None:
-    """Cores used by every process not counted in ``known_cores`` between two host samples."""
-    cores = os.cpu_count() or 1
-    if host0 is None or host1 is None or host1[1] <= host0[1]:
-        return None
-    busy = (host1[0] - host0[0]) / (host1[1] - host0[1]) * cores
-    return max(0.0, busy - known_cores)
-
-
-def fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
-
-
-def ratio(a: list[float], b: list[float]) -> float:
-    if not a or not b:
-        return math.nan
-    x, y = statistics.median(a), statistics.median(b)
-    return x / y if y > 0 and not math.isnan(x) and not math.isnan(y) else math.nan
-
 
 # ---------------------------------------------------------------------------------------------------- watchers
 
@@ -139,7 +76,9 @@ async def _watch(spec: WorkerSpec, ready: Any, go: Any, expected: Any) -> dict[s
     channels = []
     calls = []
     for stream, n in zip(spec.streams, spec.watchers_per_stream, strict=True):
-        channel = grpc.aio.insecure_channel(spec.endpoints[stream % len(spec.endpoints)], options=CHANNEL_OPTIONS)
+        channel = grpc.aio.insecure_channel(
+            spec.endpoints[stream % len(spec.endpoints)], options=STREAM_CHANNEL_OPTIONS
+        )
         channels.append(channel)
         call = rpc_pb2_grpc.WatchStub(channel).Watch()
         for _ in range(n):
@@ -227,7 +166,7 @@ class Row:
 
 async def _write(endpoint: str, prefix: bytes, rate: float, seconds: float, max_puts: int) -> tuple[int, int]:
     """Put ``rate`` keys per second (open loop) for ``seconds``; returns (puts acknowledged, errors)."""
-    async with grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS) as channel:
+    async with grpc.aio.insecure_channel(endpoint, options=STREAM_CHANNEL_OPTIONS) as channel:
         kv = rpc_pb2_grpc.KVStub(channel)
         ok = errors = 0
         pending: set[asyncio.Task[None]] = set()
@@ -281,13 +220,13 @@ def measure(target: Target, args: argparse.Namespace, rate: float, run_id: str) 
                 ready.get(timeout=args.timeout + 30)
             except queue.Empty:
                 raise RuntimeError(f"{target.name}: watchers were not created in time") from None
-        cpu0, host0 = target.cpu_seconds(), host_sample()
+        cpu0, host0 = target.cpu_seconds(), host_ticks()
         go.set()
         puts, errors = asyncio.run(_write(target.leader.endpoint, prefix, rate, args.seconds, args.max_puts))
         expected.value = puts
         for _ in workers:
             results.append(out.get(timeout=args.timeout + 30))
-        cpu1, host1 = target.cpu_seconds(), host_sample()
+        cpu1, host1 = target.cpu_seconds(), host_ticks()
     finally:
         for proc in workers:
             proc.join(10)
@@ -381,13 +320,6 @@ def _float_list(text: str) -> list[float]:
     return values
 
 
-def target_list(text: str) -> list[str]:
-    values = [p.strip() for p in text.split(",") if p.strip()]
-    if not values or any(v not in TARGETS for v in values):
-        raise argparse.ArgumentTypeError(f"targets are a comma-separated subset of {','.join(TARGETS)}")
-    return list(dict.fromkeys(values))
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.watch", description=__doc__.split("\n\n")[0])
     p.add_argument("--watchers", type=int, default=1000, help="watchers, all on one prefix (default 1000)")
@@ -405,30 +337,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--watchers, --streams, --procs, --max-puts must be >= 1 and --seconds > 0")
     args.streams = min(args.streams, args.watchers)
     args.procs = min(args.procs, args.streams)
-    if "etcd" in args.targets and etcd_binary() is None:
-        p.error("etcd is not installed (apt-get install etcd-server); use --targets coord")
+    require_installed(p, args.targets)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    rows: list[Row] = []
-    status = 0
     run_id = secrets.token_hex(4)
-    try:
+
+    def measure_all(rows: list[Row]) -> None:
         with clusters(args.targets, args.members, args.keep_data) as targets:
             for rate in args.rates:
                 for name in args.targets:
                     print(f"# {name}: {rate:g} puts/s ...", file=sys.stderr, flush=True)
                     rows.append(measure(targets[name], args, rate, run_id))
-    except RuntimeError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt:
-        status = 130
-    if rows:
-        print(render(args, rows), flush=True)
-    return status
+
+    return run_main(measure_all, lambda rows: render(args, rows))
 
 
 if __name__ == "__main__":
