@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from coord.server.tls_ciphers import CipherSuiteError, parse_cipher_suites
+
 DEFAULT_MAX_REQUEST_BYTES = 1_572_864  # 1.5 MiB, as etcd
 DEFAULT_QUOTA_BACKEND_BYTES = 2 * 1024**3  # 2 GiB, as etcd
 DEFAULT_MAX_TXN_OPS = 128
@@ -22,6 +24,11 @@ class TLSFlags:
     trusted_ca_file: Path | None = None
     client_cert_auth: bool = False
     auto_tls: bool = False
+    # --cipher-suites (Go's names, validated; the same list on both sides, as etcd's flag applies to both)
+    cipher_suites: tuple[str, ...] = ()
+    # peer side only: --peer-cert-allowed-cn, --peer-cert-allowed-hostname
+    allowed_cn: str | None = None
+    allowed_hostname: str | None = None
 
     def has_certs(self) -> bool:
         """A certificate or a key was given (etcd's ``!TLSInfo.Empty()``)."""
@@ -119,6 +126,21 @@ def _add_tls_flags(p: argparse.ArgumentParser, peer: bool) -> None:
         p.add_argument(f"{prefix}{flag}", type=_go_bool, nargs="?", const=True, default=False, help=what)
 
 
+def _add_shared_tls_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cipher-suites",
+        default="",
+        help="comma-separated TLS 1.2 cipher suites (Go's names, e.g. TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256) for "
+        "client and peer TLS; TLS 1.3 suites are not configurable (default: the TLS library's)",
+    )
+    p.add_argument("--peer-cert-allowed-cn", default="", help="required common name of peers' client certificates")
+    p.add_argument(
+        "--peer-cert-allowed-hostname",
+        default="",
+        help="hostname (DNS or IP) peers' client certificates must be valid for (checked instead of the common name)",
+    )
+
+
 def _tls_flags(args: argparse.Namespace, peer: bool) -> TLSFlags:
     prefix = "peer_" if peer else ""
     return TLSFlags(
@@ -127,7 +149,18 @@ def _tls_flags(args: argparse.Namespace, peer: bool) -> TLSFlags:
         trusted_ca_file=getattr(args, f"{prefix}trusted_ca_file"),
         client_cert_auth=getattr(args, f"{prefix}client_cert_auth"),
         auto_tls=getattr(args, f"{prefix}auto_tls"),
+        cipher_suites=_cipher_suites(args.cipher_suites),
+        allowed_cn=(args.peer_cert_allowed_cn or None) if peer else None,
+        allowed_hostname=(args.peer_cert_allowed_hostname or None) if peer else None,
     )
+
+
+def _cipher_suites(value: str) -> tuple[str, ...]:
+    """Go's names as given; an unknown one stops the server with etcd's message and status 1 (not argparse's 2)."""
+    try:
+        return parse_cipher_suites(value)
+    except CipherSuiteError as exc:
+        raise SystemExit(f"coord-server: {exc}") from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -202,6 +235,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bcrypt-cost", type=int, default=d.bcrypt_cost, help="bcrypt cost of password hashes (4-31)")
     _add_tls_flags(p, peer=False)
     _add_tls_flags(p, peer=True)
+    _add_shared_tls_flags(p)
     return p
 
 

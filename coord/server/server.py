@@ -241,6 +241,7 @@ class MemberServer:
                 self._members_response,
                 self._peer_keep_alive,
                 self._peer_time_to_live,
+                identity=self.tls.peer_identity,
             ),
             self._peer_grpc,
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,16 @@ class CertificateAuthority:
         _write(files.cert, _cert_pem(cert))
         _write(files.key, _key_pem(key), private=True)
         return files
+
+    def rotate(
+        self, files: TLSFiles, common_name: str, *, hosts: Sequence[str] = DEFAULT_HOSTS, days: int | None = None
+    ) -> None:
+        """Replace ``files``' certificate and key with a newly signed pair for ``common_name``, as an operator
+        rotating a server's certificate does: each file is swapped in whole (rename), the key first, so a reader may
+        briefly see the new key with the old certificate, never a partly written file."""
+        staged = self.issue(f".{files.cert.stem}.rotating", common_name, hosts=hosts, days=days)
+        os.replace(staged.key, files.key)
+        os.replace(staged.cert, files.cert)
 
 
 def _new_key() -> EllipticCurvePrivateKey:

@@ -14,6 +14,7 @@ import grpc
 from coord._proto.raftpb import raft_pb2, raft_pb2_grpc
 from coord.server.peer.codec import message_from_pb
 from coord.server.raft import Message
+from coord.server.tls_identity import PeerIdentityCheck
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,9 @@ Context = grpc.aio.ServicerContext[object, object]
 
 
 class PeerService(raft_pb2_grpc.PeerServicer):
+    """The peer calls. With ``identity`` (``--peer-cert-allowed-cn``/``-hostname``), every call from a peer whose
+    client certificate does not match is refused with UNAVAILABLE and etcd's reason before anything is read."""
+
     def __init__(
         self,
         cluster_id: Callable[[], int],
@@ -29,6 +33,7 @@ class PeerService(raft_pb2_grpc.PeerServicer):
         members: Callable[[], raft_pb2.MembersResponse],
         lease_keep_alive: Callable[[int], Awaitable[raft_pb2.LeaseResponse]],
         lease_time_to_live: Callable[[int], Awaitable[raft_pb2.LeaseResponse]],
+        identity: PeerIdentityCheck | None = None,
     ) -> None:
         self._cluster_id = cluster_id
         self._receive = receive
@@ -36,6 +41,17 @@ class PeerService(raft_pb2_grpc.PeerServicer):
         self._members = members
         self._lease_keep_alive = lease_keep_alive
         self._lease_time_to_live = lease_time_to_live
+        self._identity = identity
+
+    async def _check_peer(self, context: Context) -> None:
+        """Abort the call (UNAVAILABLE, as a failed TLS handshake looks to the caller) unless the caller's
+        certificate is one ``identity`` allows."""
+        if self._identity is None:
+            return
+        refusal = self._identity.refusal(context.auth_context())
+        if refusal is not None:
+            log.warning("rejected a peer call from %s (error %r)", context.peer(), refusal)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, refusal)
 
     async def _check_cluster(self, cluster_id: int, context: Context) -> None:
         mine = self._cluster_id()
@@ -45,6 +61,7 @@ class PeerService(raft_pb2_grpc.PeerServicer):
             )
 
     async def Stream(self, request_iterator: AsyncIterator[raft_pb2.Frame], context: Context) -> raft_pb2.FrameAck:
+        await self._check_peer(context)
         try:
             async for frame in request_iterator:
                 await self._check_cluster(frame.cluster_id, context)
@@ -59,6 +76,7 @@ class PeerService(raft_pb2_grpc.PeerServicer):
     async def Snapshot(
         self, request_iterator: AsyncIterator[raft_pb2.SnapshotChunk], context: Context
     ) -> raft_pb2.SnapshotAck:
+        await self._check_peer(context)
         spool = self._spool_dir()
         spool.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="in-", dir=spool)
@@ -87,10 +105,13 @@ class PeerService(raft_pb2_grpc.PeerServicer):
         return raft_pb2.SnapshotAck(installed=True)
 
     async def Members(self, request: raft_pb2.MembersRequest, context: Context) -> raft_pb2.MembersResponse:
+        await self._check_peer(context)
         return self._members()
 
     async def LeaseKeepAlive(self, request: raft_pb2.LeaseRequest, context: Context) -> raft_pb2.LeaseResponse:
+        await self._check_peer(context)
         return await self._lease_keep_alive(request.id)
 
     async def LeaseTimeToLive(self, request: raft_pb2.LeaseRequest, context: Context) -> raft_pb2.LeaseResponse:
+        await self._check_peer(context)
         return await self._lease_time_to_live(request.id)
