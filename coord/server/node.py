@@ -32,12 +32,12 @@ from typing import Protocol
 
 from google.protobuf.message import Message
 
-from coord._proto.etcdserverpb import rpc_pb2
-from coord.errors import LEADER_CHANGED, NO_LEADER, NO_SPACE, REQUEST_TIMEOUT, STOPPED, ErrorSpec
+from coord.errors import LEADER_CHANGED, NO_LEADER, REQUEST_TIMEOUT, STOPPED, ErrorSpec
 from coord.server.applier import Applied, Applier, Result
 from coord.server.membership import Member, load_members
 from coord.server.mvcc import Event, MvccReader
 from coord.server.peer.snapshot import install_state
+from coord.server.quota import QuotaGuard, nospace_request
 from coord.server.raft import (
     ConfChange,
     Config,
@@ -66,8 +66,6 @@ from coord.server.storage.raft_storage import RaftStorage
 log = logging.getLogger(__name__)
 
 _TRIM_PER_BATCH = 1_000
-# Requests that can grow the store, checked against the backend quota before they are proposed.
-_GROWING_KINDS = frozenset({Kind.PUT, Kind.TXN, Kind.LEASE_GRANT})
 _MAX_CATCH_UP_ENTRIES = 5_000
 # Proposals waiting in one loop turn go to Raft as one message of at most this many bytes (one larger entry goes alone),
 # the size of one append message.
@@ -162,9 +160,7 @@ class Node:
         self.removed = asyncio.Event()
         # Set when the Raft loop failed (an I/O error, a bug): the member can no longer make progress and must exit.
         self.halted = asyncio.Event()
-        self._alarm_task: asyncio.Task[None] | None = None
-        self._size_in_use = 0
-        self._size_measured_at = float("-inf")
+        self.quota = QuotaGuard(backend, self.options.quota_bytes, self._raise_nospace)
         # Request ids: the member's low 16 bits, then a counter seeded from the clock, as etcd does.
         seed = (int(time.time() * 1000) & 0xFF_FFFF_FFFF) << 8
         self._ids = itertools.count(((member_id & 0xFFFF) << 48) | seed)
@@ -248,9 +244,7 @@ class Node:
         leader (none elected within the wait), request timed out (the entry was not applied in time: it may or may
         not be applied later), or stopping.
         """
-        if self._over_quota(data):
-            self._raise_nospace()
-            raise Rejected(NO_SPACE)
+        self.quota.check(data)
         await self._wait_for_leader()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
@@ -269,40 +263,14 @@ class Node:
             raise result
         return result
 
+    async def _raise_nospace(self) -> Message:
+        return await self.propose(*self.encode(Kind.ALARM, nospace_request(self.member_id)))
+
     def _time_out(self, future: asyncio.Future[Result]) -> None:
         """The request was not applied in time: answer "request timed out" (it may still be applied later)."""
         if not future.done():
             self.proposals_failed += 1
             future.set_result(Rejected(REQUEST_TIMEOUT))
-
-    def _over_quota(self, data: bytes) -> bool:
-        """Whether an entry that can grow the store would take it past the quota."""
-        if not self.options.quota_bytes or not data or (data[0] & 0x7F) not in _GROWING_KINDS:
-            return False
-        # Measuring walks every database's page counts: trust a measure under 100 ms old while it says "room left";
-        # near or over the quota, measure again (deletes and compactions may just have made room).
-        now = time.monotonic()
-        if now - self._size_measured_at > 0.1 or self._size_in_use + len(data) > self.options.quota_bytes:
-            self._size_in_use = self.backend.size_in_use()
-            self._size_measured_at = now
-        return self._size_in_use + len(data) > self.options.quota_bytes
-
-    def _raise_nospace(self) -> None:
-        """Propose the NOSPACE alarm for this member (once at a time; errors are logged, the next write retries)."""
-        if self._alarm_task is not None and not self._alarm_task.done():
-            return
-        request = rpc_pb2.AlarmRequest(
-            action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=self.member_id, alarm=rpc_pb2.NOSPACE
-        )
-
-        async def raise_alarm() -> None:
-            try:
-                await self.propose(*self.encode(Kind.ALARM, request))
-                log.warning("backend quota of %d bytes exceeded: NOSPACE alarm raised", self.options.quota_bytes)
-            except Rejected as refusal:
-                log.warning("raising the NOSPACE alarm failed: %s", refusal.spec.message)
-
-        self._alarm_task = asyncio.create_task(raise_alarm(), name="coord-nospace-alarm")
 
     async def propose_conf_change(self, cc: ConfChange) -> ConfState:
         """Replicate a membership change; returns the membership once it is applied here (raises like
