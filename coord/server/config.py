@@ -26,6 +26,8 @@ class TLSFlags:
     auto_tls: bool = False
     # --cipher-suites (Go's names, validated; the same list on both sides, as etcd's flag applies to both)
     cipher_suites: tuple[str, ...] = ()
+    # --client-crl-file / --peer-crl-file: revoked client certificates (PEM or DER CRL), checked with client-cert auth
+    crl_file: Path | None = None
     # peer side only: --peer-cert-allowed-cn, --peer-cert-allowed-hostname
     allowed_cn: str | None = None
     allowed_hostname: str | None = None
@@ -124,6 +126,14 @@ def _add_tls_flags(p: argparse.ArgumentParser, peer: bool) -> None:
         ("auto-tls", f"{side} TLS with a generated self-signed certificate (in <data-dir>/fixtures/{side})"),
     ):
         p.add_argument(f"{prefix}{flag}", type=_go_bool, nargs="?", const=True, default=False, help=what)
+    p.add_argument(
+        f"--{side}-crl-file",
+        dest=f"{prefix[2:].replace('-', '_')}crl_file",
+        type=Path,
+        default=None,
+        help=f"{side} certificate revocation list (PEM or DER); with {prefix}client-cert-auth, {side}s presenting a "
+        "revoked certificate are refused",
+    )
 
 
 def _add_shared_tls_flags(p: argparse.ArgumentParser) -> None:
@@ -149,6 +159,7 @@ def _tls_flags(args: argparse.Namespace, peer: bool) -> TLSFlags:
         trusted_ca_file=getattr(args, f"{prefix}trusted_ca_file"),
         client_cert_auth=getattr(args, f"{prefix}client_cert_auth"),
         auto_tls=getattr(args, f"{prefix}auto_tls"),
+        crl_file=getattr(args, f"{prefix}crl_file"),
         cipher_suites=_cipher_suites(args.cipher_suites),
         allowed_cn=(args.peer_cert_allowed_cn or None) if peer else None,
         allowed_hostname=(args.peer_cert_allowed_hostname or None) if peer else None,

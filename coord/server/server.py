@@ -159,8 +159,14 @@ class MemberServer:
         self.metrics = Metrics()
         # Metrics outermost, so refusals by the others are counted; the JSON gateway runs the same list.
         # AdminOnly: maintenance and membership calls that need the root role when auth is enabled.
-        # DecodeGuard first: etcd (grpc-go) decodes a request before any interceptor runs.
-        self._interceptors = [DecodeGuard(), self.metrics.interceptor(), AdminOnly(gate)]
+        # DecodeGuard first: etcd (grpc-go) decodes a request before any interceptor runs. Only the TLS checks (the
+        # CRL's) come before it: etcd refuses those callers' connections before anything is decoded.
+        self._interceptors = [
+            *self.tls.client_interceptors(),
+            DecodeGuard(),
+            self.metrics.interceptor(),
+            AdminOnly(gate),
+        ]
         self._grpc = grpc.aio.server(
             interceptors=self._interceptors,
             options=[
@@ -242,6 +248,7 @@ class MemberServer:
                 self._peer_keep_alive,
                 self._peer_time_to_live,
                 identity=self.tls.peer_identity,
+                crl=self.tls.peer_crl,
             ),
             self._peer_grpc,
         )

@@ -15,9 +15,13 @@ Guarantees:
 * a pair that cannot be loaded (a missing or unreadable file, a key that does not match the certificate, say midway
   through replacing the two files) is not served: the last good pair stays in use and a warning is logged, once per
   change of the files. etcd instead fails those handshakes; coord keeps serving;
-* the trusted CA, client-certificate policy and cipher suites are fixed at start-up, as in etcd.
+* the trusted CA, client-certificate policy and cipher suites are fixed at start-up, as in etcd;
+* files given as ``watched`` (the CRL of :mod:`coord.server.tls_crl`) are part of the context: when one of them
+  changes, the context is rebuilt for new handshakes even though the pair is the same (a watched file that is
+  missing is not an error; ``make_context`` decides what that means).
 
-Checking the files costs two ``stat`` calls per handshake; they are read and parsed only when they changed.
+Checking the files costs two ``stat`` calls per handshake (plus one per watched file); they are read and parsed only
+when they changed.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import logging
 import os
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -37,8 +41,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["KeyPair", "ReloadingKeyPair"]
 
-# (device, inode, size, mtime in ns) of the certificate and of the key file; None: a file cannot be stat'ed.
-_Signature = tuple[tuple[int, int, int, int], tuple[int, int, int, int]] | None
+# (device, inode, size, mtime in ns) of the certificate, the key and each watched file (None: a watched file cannot be
+# stat'ed); None: the certificate or the key cannot be stat'ed.
+_Stat = tuple[int, int, int, int]
+_Signature = tuple[_Stat | None, ...] | None
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,9 @@ class ReloadingKeyPair:
     from its own threads).
 
     ``make_context(cert_file, key_file)`` builds the server ``ssl`` context for the HTTP listener with the side's
-    whole policy; it must raise ``ssl.SSLError`` or ``OSError`` when the files do not load. The constructor loads
-    the first pair and raises what ``make_context`` or reading the files raises.
+    whole policy; it must raise ``ssl.SSLError`` or ``OSError`` when the files do not load. ``watched``: further
+    files ``make_context`` reads, whose change rebuilds the context. The constructor loads the first pair and raises
+    what ``make_context`` or reading the files raises.
     """
 
     def __init__(
@@ -67,9 +74,12 @@ class ReloadingKeyPair:
         key_file: Path,
         make_context: Callable[[Path, Path], ssl.SSLContext],
         side: str,
+        *,
+        watched: Sequence[Path] = (),
     ) -> None:
         self.cert_file = cert_file
         self.key_file = key_file
+        self._watched = tuple(watched)
         self._make_context = make_context
         self._side = side
         self._lock = threading.Lock()
@@ -106,6 +116,8 @@ class ReloadingKeyPair:
             return
         cert, key, context = loaded
         if (cert, key) == (self._pair.cert, self._pair.key):
+            if self._watched:  # perhaps a watched file changed: same pair (same generation), rebuilt context
+                self._pair = KeyPair(cert, key, context, self._pair.generation)
             return
         self._pair = KeyPair(cert, key, context, self._pair.generation + 1)
         log.info("%s TLS: serving the new certificate in %s", self._side, self.cert_file)
@@ -113,21 +125,28 @@ class ReloadingKeyPair:
     def _load(self) -> tuple[bytes, bytes, ssl.SSLContext] | None:
         """Read both files and build the context; None when the files changed meanwhile (the bytes read might not
         be what the context loaded)."""
-        cert, key = self.cert_file.read_bytes(), self.key_file.read_bytes()
+        before = self._contents()
         context = self._make_context(self.cert_file, self.key_file)
-        if (self.cert_file.read_bytes(), self.key_file.read_bytes()) != (cert, key):
+        if self._contents() != before:
             return None
-        return cert, key, context
+        return before[0], before[1], context
+
+    def _contents(self) -> tuple[bytes, bytes, tuple[bytes | None, ...]]:
+        """The certificate's and the key's bytes (raising OSError), and each watched file's (None if unreadable)."""
+        watched: list[bytes | None] = []
+        for path in self._watched:
+            try:
+                watched.append(path.read_bytes())
+            except OSError:
+                watched.append(None)
+        return self.cert_file.read_bytes(), self.key_file.read_bytes(), tuple(watched)
 
     def _signature(self) -> _Signature:
         try:
             cert, key = os.stat(self.cert_file), os.stat(self.key_file)
         except OSError:
             return None
-        return (
-            (cert.st_dev, cert.st_ino, cert.st_size, cert.st_mtime_ns),
-            (key.st_dev, key.st_ino, key.st_size, key.st_mtime_ns),
-        )
+        return (_stat_tuple(cert), _stat_tuple(key), *(_watched_stat(path) for path in self._watched))
 
     # -- listeners -----------------------------------------------------------------------------------------------
 
@@ -178,3 +197,14 @@ class _Fetcher:
 
 def _configuration(pair: KeyPair, trusted_ca: bytes | None) -> grpc.ServerCertificateConfiguration:
     return grpc.ssl_server_certificate_configuration([(pair.key, pair.cert)], root_certificates=trusted_ca)
+
+
+def _stat_tuple(st: os.stat_result) -> _Stat:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _watched_stat(path: Path) -> _Stat | None:
+    try:
+        return _stat_tuple(os.stat(path))
+    except OSError:
+        return None

@@ -8,6 +8,7 @@ Usage::
     proc = start_coord_server(tmp_path / "data", tls=server, client_cert_auth=True)
     with coord.connect(proc.endpoint, ca_cert=alice.ca, cert=alice.cert, key=alice.key) as client:
         client.put("k", "v")
+    crl = ca.write_crl([alice])                 # a CRL revoking alice's certificate, for --client-crl-file
 
 Keys are ECDSA P-256 (fast to generate); certificates are valid from an hour ago (clock skew) for ``days`` days.
 Needs the ``cryptography`` package, imported only when a CA is created.
@@ -141,6 +142,32 @@ class CertificateAuthority:
         staged = self.issue(f".{files.cert.stem}.rotating", common_name, hosts=hosts, days=days)
         os.replace(staged.key, files.key)
         os.replace(staged.cert, files.cert)
+
+    def write_crl(
+        self, revoked: Sequence[TLSFiles] = (), path: Path | None = None, *, der: bool = False, days: int | None = None
+    ) -> Path:
+        """Write a certificate revocation list signed by this CA that revokes the certificates of ``revoked`` (by
+        serial number; an empty list revokes nothing) to ``path`` (default ``<directory>/crl.pem``, or ``crl.der``
+        with ``der``), in PEM or DER. The file is swapped in whole (rename), so a server re-reading it never sees a
+        partly written list. The list is current from an hour ago for ``days`` days (default: the CA's). Returns the
+        path; raises ValueError if a certificate file does not parse."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+
+        now = datetime.datetime.now(datetime.UTC)
+        this_update, next_update = _validity(days if days is not None else self.days)
+        builder = x509.CertificateRevocationListBuilder().issuer_name(self._name)
+        builder = builder.last_update(this_update).next_update(next_update)
+        for files in revoked:
+            serial = x509.load_pem_x509_certificate(files.cert.read_bytes()).serial_number
+            entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+            builder = builder.add_revoked_certificate(entry)
+        crl = builder.sign(self._key, hashes.SHA256())
+        target = path if path is not None else self.directory / ("crl.der" if der else "crl.pem")
+        staged = target.with_name(f".{target.name}.writing")
+        staged.write_bytes(crl.public_bytes(serialization.Encoding.DER if der else serialization.Encoding.PEM))
+        os.replace(staged, target)
+        return target
 
 
 def _new_key() -> EllipticCurvePrivateKey:

@@ -14,6 +14,7 @@ import grpc
 from coord._proto.raftpb import raft_pb2, raft_pb2_grpc
 from coord.server.peer.codec import message_from_pb
 from coord.server.raft import Message
+from coord.server.tls_crl import RevocationList
 from coord.server.tls_identity import PeerIdentityCheck
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,8 @@ Context = grpc.aio.ServicerContext[object, object]
 
 class PeerService(raft_pb2_grpc.PeerServicer):
     """The peer calls. With ``identity`` (``--peer-cert-allowed-cn``/``-hostname``), every call from a peer whose
-    client certificate does not match is refused with UNAVAILABLE and etcd's reason before anything is read."""
+    client certificate does not match is refused with UNAVAILABLE and etcd's reason before anything is read; with
+    ``crl`` (``--peer-crl-file``), so is every call from a peer presenting a revoked certificate."""
 
     def __init__(
         self,
@@ -34,6 +36,7 @@ class PeerService(raft_pb2_grpc.PeerServicer):
         lease_keep_alive: Callable[[int], Awaitable[raft_pb2.LeaseResponse]],
         lease_time_to_live: Callable[[int], Awaitable[raft_pb2.LeaseResponse]],
         identity: PeerIdentityCheck | None = None,
+        crl: RevocationList | None = None,
     ) -> None:
         self._cluster_id = cluster_id
         self._receive = receive
@@ -42,13 +45,17 @@ class PeerService(raft_pb2_grpc.PeerServicer):
         self._lease_keep_alive = lease_keep_alive
         self._lease_time_to_live = lease_time_to_live
         self._identity = identity
+        self._crl = crl
 
     async def _check_peer(self, context: Context) -> None:
         """Abort the call (UNAVAILABLE, as a failed TLS handshake looks to the caller) unless the caller's
-        certificate is one ``identity`` allows."""
-        if self._identity is None:
+        certificate is one ``identity`` allows and ``crl`` does not revoke."""
+        if self._identity is None and self._crl is None:
             return
-        refusal = self._identity.refusal(context.auth_context())
+        auth_context = context.auth_context()
+        refusal = self._crl.refusal(auth_context, context.peer()) if self._crl is not None else None
+        if refusal is None and self._identity is not None:
+            refusal = self._identity.refusal(auth_context)
         if refusal is not None:
             log.warning("rejected a peer call from %s (error %r)", context.peer(), refusal)
             await context.abort(grpc.StatusCode.UNAVAILABLE, refusal)

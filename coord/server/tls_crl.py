@@ -1,0 +1,268 @@
+"""Certificate revocation: etcd's ``--client-crl-file`` and ``--peer-crl-file``.
+
+Usage::
+
+    crl = RevocationList(Path("revoked.crl"), "client")
+    refusal = crl.refusal(context.auth_context(), context.peer())   # None: allowed; else etcd's reason
+    server = grpc.aio.server(interceptors=[RevocationGuard(crl), ...])  # every client call, streaming ones included
+    crl.restrict(ssl_context)                                          # the HTTP listener: OpenSSL checks the leaf
+
+What follows etcd 3.4 (``pkg/transport/listener_tls.go``):
+
+* the file is a certificate revocation list in PEM (``-----BEGIN X509 CRL-----``) or DER;
+* a client (or peer) that presents a certificate whose serial number the list revokes is refused; every certificate
+  it presents is checked (its chain too), by serial number alone: the list's issuer, signature and validity dates
+  are not checked;
+* the file is re-read when it changes, so revocations apply without a restart;
+* a list that cannot be read or parsed does not stop the server: every caller presenting a certificate is refused,
+  with the read or parse error as the reason (a warning is logged at start-up and at each change);
+* it applies only where client certificates are verified, i.e. with ``--client-cert-auth`` (or
+  ``--peer-client-cert-auth``); without it the flag is ignored with a warning. etcd also requests and checks client
+  certificates with ``--trusted-ca-file`` alone; coord requests them only with client-cert auth.
+
+Differences from etcd:
+
+* etcd checks each connection once, after the handshake, and closes it (the client sees a connection reset, gRPC
+  clients UNAVAILABLE). gRPC's Python server cannot veto a handshake, so on the gRPC ports (client and peer) coord
+  checks each call instead and refuses it with UNAVAILABLE and etcd's reason (``transport: certificate serial <hex>
+  revoked``). A list that changes therefore also refuses calls on connections opened before the change;
+* on the HTTP port coord lets OpenSSL check the presented leaf certificate during the handshake (the handshake
+  fails, as etcd's connection does). OpenSSL is stricter than etcd: it uses the list only if it is signed by the
+  certificate's issuer and is current (``nextUpdate`` not passed), and a certificate whose issuer has no usable
+  list in the file is refused; certificates of the chain above the leaf are not checked there.
+
+The verdict for a certificate is computed once per version of the file (a dictionary lookup on the certificate's
+bytes afterwards); checking for a change costs one ``stat`` per call.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import ssl
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RevocationGuard", "RevocationList"]
+
+AuthContext = Mapping[str, Iterable[bytes]]
+
+_PEM_CRL = b"-----BEGIN X509 CRL"
+_MAX_CACHED_VERDICTS = 4096
+# (device, inode, size, mtime in ns) of the file; None: it cannot be stat'ed.
+_Signature = tuple[int, int, int, int] | None
+
+
+class RevocationList:
+    """The serial numbers revoked by the CRL in ``path``, re-read when the file changes (thread-safe).
+
+    The constructor never raises: a file that does not load makes :meth:`refusal` refuse every certificate, with the
+    reason logged, until a loadable list replaces it.
+    """
+
+    def __init__(self, path: Path, side: str = "client") -> None:
+        self.path = path
+        self._side = side
+        self._lock = threading.Lock()
+        self._seen: _Signature | bool = False  # False: never loaded
+        self._revoked: frozenset[int] = frozenset()
+        self._crl: x509.CertificateRevocationList | None = None
+        self._error: str | None = None
+        self._verdicts: dict[tuple[bytes, ...], str | None] = {}
+        self._refresh()
+
+    @property
+    def error(self) -> str | None:
+        """Why the file's current contents do not load (every certificate is then refused); None once it loads."""
+        with self._lock:
+            self._refresh()
+            return self._error
+
+    def refusal(self, auth_context: AuthContext, peer: str = "") -> str | None:
+        """None when the certificates gRPC's ``auth_context`` describes are not revoked (or none was presented), else
+        the reason, etcd's wording: ``transport: certificate serial <hex> revoked``, or the error loading the file.
+        ``peer`` (the caller's address) is only logged, once per certificate and version of the file."""
+        presented = (*auth_context.get("x509_pem_cert", ()), *auth_context.get("x509_pem_cert_chain", ()))
+        if not presented:
+            return None  # as etcd: only presented certificates are checked
+        with self._lock:
+            self._refresh()
+            try:
+                return self._verdicts[presented]
+            except KeyError:
+                pass
+            verdict = self._error if self._error is not None else self._revoked_serial(presented)
+            if len(self._verdicts) >= _MAX_CACHED_VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[presented] = verdict
+        if verdict is not None:
+            log.warning("%s TLS: rejected calls from %s (error %r)", self._side, peer or "a caller", verdict)
+        return verdict
+
+    def restrict(self, context: ssl.SSLContext) -> None:
+        """Make ``context`` (a server context verifying client certificates) refuse handshakes presenting a leaf
+        certificate the list revokes. With a list that does not load, it refuses every client certificate (OpenSSL
+        finds no list for the issuer). Never raises for the list's contents."""
+        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        with self._lock:
+            self._refresh()
+            crl = self._crl
+        if crl is None:
+            return
+        # OpenSSL loads lists from PEM files only; the file may be DER.
+        with tempfile.NamedTemporaryFile(prefix="coord-crl-", suffix=".pem") as pem:
+            pem.write(crl.public_bytes(serialization.Encoding.PEM))
+            pem.flush()
+            context.load_verify_locations(cafile=pem.name)
+
+    # -- loading ---------------------------------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        """Re-read the file if it changed since it was last read; call with the lock held."""
+        signature = self._signature()
+        if signature == self._seen:
+            return
+        self._seen = signature
+        self._verdicts.clear()
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            self._failed(f"open {self.path}: {(exc.strerror or str(exc)).lower()}")
+            return
+        try:
+            crl = _parse(data)
+        except ValueError as exc:
+            self._failed(f"x509: cannot parse the CRL in {self.path}: {exc}")
+            return
+        self._crl, self._error = crl, None
+        self._revoked = frozenset(abs(entry.serial_number) for entry in crl)
+        log.info("%s TLS: %d certificates revoked by %s", self._side, len(self._revoked), self.path)
+
+    def _failed(self, error: str) -> None:
+        self._crl, self._error, self._revoked = None, error, frozenset()
+        log.warning("%s TLS: %s; refusing every certificate until the CRL loads", self._side, error)
+
+    def _signature(self) -> _Signature:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _revoked_serial(self, presented: tuple[bytes, ...]) -> str | None:
+        for blob in presented:
+            try:
+                certificates = x509.load_pem_x509_certificates(blob)
+            except ValueError:
+                continue  # gRPC verified these certificates; one it reports but we cannot parse is not a serial match
+            for certificate in certificates:
+                serial = abs(certificate.serial_number)
+                if serial in self._revoked:
+                    return f"transport: certificate serial {_go_hex(serial)} revoked"
+        return None
+
+
+def _parse(data: bytes) -> x509.CertificateRevocationList:
+    """PEM when the data starts with a CRL's PEM header (leading whitespace aside), else DER; raises ValueError."""
+    if data.lstrip().startswith(_PEM_CRL):
+        return x509.load_pem_x509_crl(data.lstrip())
+    return x509.load_der_x509_crl(data)
+
+
+def _go_hex(serial: int) -> str:
+    """The serial as etcd prints it: its big-endian bytes in lowercase hex (an even number of digits)."""
+    return serial.to_bytes((serial.bit_length() + 7) // 8, "big").hex()
+
+
+# -- the gRPC check ------------------------------------------------------------------------------------------------
+
+Check = Callable[[Any], Awaitable[None]]
+
+
+class RevocationGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Refuses every call (unary or streaming) from a caller whose certificate ``crl`` revokes, with UNAVAILABLE and
+    etcd's reason, before the servicer runs; calls without a certificate (the JSON gateway's) pass.
+
+    Usage (first in the list: etcd refuses the connection before it decodes anything)::
+
+        server = grpc.aio.server(interceptors=[RevocationGuard(crl), DecodeGuard(), ...])
+
+    The handlers it wraps must be coroutines or async generators, as every coord servicer method is.
+    """
+
+    def __init__(self, crl: RevocationList) -> None:
+        self._crl = crl
+        # method -> (the handler the chain answered, its checked form): built once per handler, not on every call.
+        self._checked: dict[str, tuple[Any, Any]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        cached = self._checked.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        checked = _checked_first(handler, self._check)
+        self._checked[details.method] = (handler, checked)
+        return checked
+
+    async def _check(self, context: Any) -> None:
+        refusal = self._crl.refusal(context.auth_context(), context.peer())
+        if refusal is not None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, refusal)
+
+
+def _checked_first(handler: Any, check: Check) -> Any:
+    """``handler`` (any of the four kinds) with ``await check(context)`` run before the servicer method; ``check``
+    ends the call by aborting. Streaming-response methods keep their style (async generator or coroutine)."""
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(_call(handler.unary_unary, check), **serializers)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(_call(handler.stream_unary, check), **serializers)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(_stream(handler.unary_stream, check), **serializers)
+    return grpc.stream_stream_rpc_method_handler(_stream(handler.stream_stream, check), **serializers)
+
+
+def _call(inner: Any, check: Check) -> Callable[[Any, Any], Awaitable[Any]]:
+    async def call(request: Any, context: Any) -> Any:
+        await check(context)
+        return await inner(request, context)
+
+    return call
+
+
+def _stream(inner: Any, check: Check) -> Callable[[Any, Any], Any]:
+    if inspect.isasyncgenfunction(inner):
+
+        async def generate(request: Any, context: Any) -> AsyncIterator[Any]:
+            await check(context)
+            async for response in inner(request, context):
+                yield response
+
+        return generate
+
+    async def write(request: Any, context: Any) -> None:
+        await check(context)
+        await inner(request, context)
+
+    return write
