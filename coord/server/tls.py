@@ -15,8 +15,9 @@ What follows etcd exactly:
   stops the server with Go's wording;
 * ``--auto-tls`` is ignored when certificates are given; when it applies, the generated certificate replaces the
   whole TLS configuration, so ``--client-cert-auth`` and ``--trusted-ca-file`` no longer apply (as in etcd);
-* client certificates are requested only with ``--client-cert-auth`` (etcd's ``tls.RequireAndVerifyClientCert``);
-  without ``--trusted-ca-file`` they are verified against the system CAs;
+* client certificates are required and verified (etcd's ``tls.RequireAndVerifyClientCert``) with
+  ``--client-cert-auth`` and, as in etcd 3.4, whenever ``--trusted-ca-file`` is given; without a trusted CA file they
+  are verified against the system CAs. Only ``--client-cert-auth`` makes the certificate's common name the user;
 * a member dialing a peer's ``https://`` URL presents its peer certificate and verifies the peer's against
   ``--peer-trusted-ca-file`` (the system CAs without one); with ``--peer-auto-tls`` it does not verify the peer
   (etcd's ``InsecureSkipVerify``): :class:`PeerDialer` pins whatever certificate the peer presents;
@@ -24,10 +25,10 @@ What follows etcd exactly:
   rotated without a restart (:mod:`coord.server.tls_reload`, which keeps the last good pair when new files do not
   load, where etcd fails the handshake);
 * ``--cipher-suites`` restricts TLS 1.2 on every listener and peer channel (:mod:`coord.server.tls_ciphers`);
-* ``--peer-cert-allowed-cn`` / ``--peer-cert-allowed-hostname`` with ``--peer-client-cert-auth`` refuse peers whose
-  certificate does not match (:mod:`coord.server.tls_identity`; checked per call, not in the handshake);
-* ``--client-crl-file`` / ``--peer-crl-file`` with client-cert auth refuse clients (peers) presenting a revoked
-  certificate (:mod:`coord.server.tls_crl`; per call on the gRPC ports, in the handshake on the HTTP port).
+* ``--peer-cert-allowed-cn`` / ``--peer-cert-allowed-hostname`` refuse peers whose verified certificate does not
+  match (:mod:`coord.server.tls_identity`; checked per call, not in the handshake);
+* ``--client-crl-file`` / ``--peer-crl-file`` refuse clients (peers) presenting a revoked certificate where
+  certificates are verified (:mod:`coord.server.tls_crl`; per call on the gRPC ports, in the HTTP handshake).
 
 One difference: etcd's generated keys are ECDSA P-521; coord's are P-256, because gRPC's TLS library does not sign
 TLS 1.3 handshakes with P-521 keys.
@@ -75,7 +76,7 @@ class TLSMaterial:
     """One side's loaded TLS configuration: certificate and key (PEM bytes and paths, as loaded at start-up), the CA
     that verifies client certificates (None: none requested, or the system CAs), whether client certificates are
     required, the TLS 1.2 cipher suites (an OpenSSL cipher string; empty: the library's defaults) and the revoked
-    client certificates (``crl``: only with client-cert auth; the HTTP listener's handshakes check it).
+    client certificates (``crl``: only where client certificates are verified; the HTTP listener's handshakes check it).
 
     Listeners and peer channels made from it serve the files' current pair (``key_pair``), re-read when the files
     change. Constructing it loads the pair and raises ``OSError``/``ssl.SSLError`` if it does not load."""
@@ -90,6 +91,9 @@ class TLSMaterial:
     ciphers: str = ""
     side: str = "client"
     crl: RevocationList | None = field(default=None, compare=False)
+    # Whether the handshake requires and verifies a client certificate: with client-cert auth, and (as etcd 3.4
+    # does) whenever a trusted CA file is given. ``client_cert_auth`` alone decides whether its CN is the user.
+    verify_clients: bool = False
     key_pair: ReloadingKeyPair = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -100,7 +104,7 @@ class TLSMaterial:
     def server_credentials(self) -> grpc.ServerCredentials:
         """gRPC credentials for a TLS listener, serving the current pair to each new connection; requires client
         certificates with client-cert auth."""
-        return self.key_pair.grpc_server_credentials(self.trusted_ca, require_client_auth=self.client_cert_auth)
+        return self.key_pair.grpc_server_credentials(self.trusted_ca, require_client_auth=self.verify_clients)
 
     def server_ssl_context(self) -> ssl.SSLContext:
         """An ``ssl`` server context (the HTTP endpoints) with the same policy as :meth:`server_credentials`,
@@ -113,9 +117,9 @@ class TLSMaterial:
         if self.ciphers:
             context.set_ciphers(self.ciphers)
         context.load_cert_chain(cert_file, key_file)
-        if self.client_cert_auth:
+        if self.verify_clients:
             context.verify_mode = ssl.CERT_REQUIRED
-            assert self.trusted_ca is not None  # _load always resolves a CA for client-cert auth
+            assert self.trusted_ca is not None  # _material always resolves a CA when clients are verified
             context.load_verify_locations(cadata=self.trusted_ca.decode())
             if self.crl is not None:
                 self.crl.restrict(context)
@@ -168,27 +172,30 @@ class ServerTLS:
         identity: PeerIdentityCheck | None = None
         flags = config.peer_tls
         if flags.allowed_cn or flags.allowed_hostname:
-            if peer is not None and peer.client_cert_auth:
+            if peer is not None and peer.verify_clients:
                 identity = PeerIdentityCheck(flags.allowed_cn, flags.allowed_hostname)
             else:  # as in etcd, nothing to check without verified peer client certificates
-                log.warning("--peer-cert-allowed-cn/--peer-cert-allowed-hostname need --peer-client-cert-auth; ignored")
+                log.warning(
+                    "--peer-cert-allowed-cn/--peer-cert-allowed-hostname need verified peer certificates "
+                    "(--peer-client-cert-auth or --peer-trusted-ca-file); ignored"
+                )
         for side, side_flags, material, needed in (
-            ("client", config.client_tls, client, "--client-cert-auth"),
-            ("peer", config.peer_tls, peer, "--peer-client-cert-auth"),
+            ("client", config.client_tls, client, "--client-cert-auth or --trusted-ca-file"),
+            ("peer", config.peer_tls, peer, "--peer-client-cert-auth or --peer-trusted-ca-file"),
         ):
-            # etcd checks revocation only for client certificates it verified; coord verifies them only with these
+            # etcd checks revocation only for the client certificates it verifies, as coord does
             if side_flags.crl_file is not None and (material is None or material.crl is None):
                 log.warning("--%s-crl-file needs %s (and certificates); ignored", side, needed)
         return cls(client, peer, identity)
 
     @property
     def client_crl(self) -> RevocationList | None:
-        """The revoked client certificates (``--client-crl-file`` with ``--client-cert-auth``), else None."""
+        """The revoked client certificates (``--client-crl-file`` where client certificates are verified), else None."""
         return self.client.crl if self.client is not None else None
 
     @property
     def peer_crl(self) -> RevocationList | None:
-        """The revoked peer certificates (``--peer-crl-file`` with ``--peer-client-cert-auth``), else None."""
+        """The revoked peer certificates (``--peer-crl-file`` where peer certificates are verified), else None."""
         return self.peer.crl if self.peer is not None else None
 
     def client_interceptors(self) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
@@ -266,7 +273,7 @@ def _load(flags: TLSFlags, fixtures_dir: Path, urls: Sequence[str], side: str, c
             f"KeyFile and CertFile must both be present[key: {flags.key_file or ''}, cert: {flags.cert_file or ''}]"
         )
     crl: RevocationList | None = None
-    if flags.crl_file is not None and flags.client_cert_auth:
+    if flags.crl_file is not None and (flags.client_cert_auth or flags.trusted_ca_file is not None):
         crl = RevocationList(flags.crl_file, side)  # never raises: a list that does not load refuses every client
     return _material(
         flags.cert_file,
@@ -303,17 +310,26 @@ def _material(
             raise TLSConfigError("tls: private key does not match public key") from None
         raise TLSConfigError(f"tls: failed to load the key pair {cert_file}, {key_file}: {exc.reason}") from None
     trusted_ca: bytes | None = None
-    if client_cert_auth:
+    verify_clients = client_cert_auth or (ca_file is not None and not self_signed)
+    if verify_clients:
         trusted_ca = _read(ca_file) if ca_file is not None else _system_ca_bundle()
         try:
             ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cadata=trusted_ca.decode())
         except (ssl.SSLError, UnicodeDecodeError, ValueError):
             raise TLSConfigError(f"{ca_file}: no PEM certificates found") from None
-    elif ca_file is not None:
-        _read(ca_file)  # as etcd, an unreadable --trusted-ca-file stops the server even when it is not used
     try:
         return TLSMaterial(
-            cert_file, key_file, cert, key, trusted_ca, client_cert_auth, self_signed, ciphers, side, crl
+            cert_file,
+            key_file,
+            cert,
+            key,
+            trusted_ca,
+            client_cert_auth,
+            self_signed,
+            ciphers,
+            side,
+            crl,
+            verify_clients=verify_clients,
         )
     except OSError as exc:  # the files changed since they were checked above
         raise TLSConfigError(f"tls: failed to load the key pair {cert_file}, {key_file}: {exc}") from None

@@ -16,9 +16,8 @@ What follows etcd 3.4 (``pkg/transport/listener_tls.go``):
 * the file is re-read when it changes, so revocations apply without a restart;
 * a list that cannot be read or parsed does not stop the server: every caller presenting a certificate is refused,
   with the read or parse error as the reason (a warning is logged at start-up and at each change);
-* it applies only where client certificates are verified, i.e. with ``--client-cert-auth`` (or
-  ``--peer-client-cert-auth``); without it the flag is ignored with a warning. etcd also requests and checks client
-  certificates with ``--trusted-ca-file`` alone; coord requests them only with client-cert auth.
+* it applies only where client certificates are verified, i.e. with ``--client-cert-auth`` or
+  ``--trusted-ca-file`` (or their ``--peer-`` twins), as in etcd; without either the flag is ignored with a warning.
 
 Differences from etcd:
 

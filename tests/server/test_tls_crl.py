@@ -211,21 +211,28 @@ def test_peer_crl_refuses_revoked_members(kind: str, tmp_path: Path) -> None:
 # -- units -------------------------------------------------------------------------------------------------------
 
 
-def test_crl_flags_apply_only_with_client_cert_auth(tmp_path: Path) -> None:
+def test_crl_flags_apply_only_where_client_certificates_are_verified(tmp_path: Path) -> None:
+    """As in etcd 3.4: with --client-cert-auth, or with --trusted-ca-file alone (both make the handshake require and
+    verify client certificates); with neither there is no client certificate to check."""
     ca = CertificateAuthority(tmp_path / "pki")
     server = ca.issue("server")
     crl = ca.write_crl()
     base = ["--data-dir", str(tmp_path / "d"), "--listen-client-urls", "https://127.0.0.1:2379"]
     base += ["--listen-client-http-urls", "https://127.0.0.1:2381", "--listen-peer-urls", "https://127.0.0.1:2380"]
     base += ["--client-crl-file", str(crl), "--peer-crl-file", str(crl)]
-    with_auth = ServerTLS.from_config(
-        from_args([*base, *server.server_args(client_cert_auth=True), *server.server_args(peer=True)])
-    )
+    pair_only = ["--cert-file", str(server.cert), "--key-file", str(server.key)]
+    peer_pair_only = ["--peer-cert-file", str(server.cert), "--peer-key-file", str(server.key)]
+    with_auth = ServerTLS.from_config(from_args([*base, *server.server_args(client_cert_auth=True), *peer_pair_only]))
     assert with_auth.client_crl is not None and with_auth.client_crl.path == crl
-    assert with_auth.peer_crl is None  # no --peer-client-cert-auth: no peer certificate is verified, nothing to check
+    assert with_auth.peer_crl is None  # no peer CA, no --peer-client-cert-auth: no peer certificate is verified
     assert len(with_auth.client_interceptors()) == 1
-    without = ServerTLS.from_config(from_args([*base, *server.server_args(), *server.server_args(peer=True)]))
-    assert without.client_crl is None and without.client_interceptors() == []
+    trusted_ca_only = ServerTLS.from_config(from_args([*base, *server.server_args(), *server.server_args(peer=True)]))
+    assert trusted_ca_only.client_crl is not None and trusted_ca_only.peer_crl is not None
+    assert trusted_ca_only.client is not None and trusted_ca_only.client.verify_clients
+    assert not trusted_ca_only.client_cert_auth  # the certificate is verified, but its CN is not the user
+    without = ServerTLS.from_config(from_args([*base, *pair_only, *peer_pair_only]))
+    assert without.client_crl is None and without.peer_crl is None and without.client_interceptors() == []
+    assert without.client is not None and not without.client.verify_clients
 
 
 def test_revocation_list_reads_pem_and_der_and_reports_bad_files(tmp_path: Path) -> None:

@@ -202,3 +202,28 @@ def test_peer_identity_check_by_hostname_and_common_name() -> None:
     # As in etcd 3.4, the hostname, when given, is checked instead of the common name.
     assert PeerIdentityCheck("etcd.local", "m2.etcd.local").refusal(context) is not None
     assert PeerIdentityCheck(allowed_cn="etcd.local").refusal({}) == "CommonName authentication failed"
+
+
+# -- --trusted-ca-file without --client-cert-auth ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["etcd", "coord"])
+def test_trusted_ca_alone_requires_client_certificates(kind: str, tmp_path: Path) -> None:
+    """etcd 3.4 requires and verifies client certificates whenever --trusted-ca-file is given, with or without
+    --client-cert-auth: a client without one is refused in the handshake, one with a certificate of that CA works."""
+    if kind == "etcd":
+        require_etcd()
+    ca = CertificateAuthority(tmp_path / "pki")
+    files = ca.issue("server")
+    start = start_etcd if kind == "etcd" else start_coord_server
+    server = start(tmp_path / kind, tls=files)  # --cert-file, --key-file, --trusted-ca-file; no --client-cert-auth
+    try:
+        assert "--client-cert-auth" not in server.argv
+        no_cert = grpc.ssl_channel_credentials(files.ca.read_bytes())
+        with grpc.secure_channel(server.endpoint, no_cert) as channel, pytest.raises(grpc.RpcError) as refused:
+            rpc_pb2_grpc.KVStub(channel).Range(rpc_pb2.RangeRequest(key=b"k"), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value
+        with server.grpc_channel() as channel:  # presents a certificate of the same CA
+            rpc_pb2_grpc.KVStub(channel).Put(rpc_pb2.PutRequest(key=b"k", value=b"v"), timeout=10)
+    finally:
+        server.stop()
