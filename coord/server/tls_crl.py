@@ -36,13 +36,12 @@ bytes afterwards); checking for a change costs one ``stat`` per call.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import ssl
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,8 @@ import grpc
 import grpc.aio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from coord.server.handler_wrapping import WrappedHandlers, checked_first
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +187,6 @@ def _go_hex(serial: int) -> str:
 
 # -- the gRPC check ------------------------------------------------------------------------------------------------
 
-Check = Callable[[Any], Awaitable[None]]
-
 
 class RevocationGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Refuses every call (unary or streaming) from a caller whose certificate ``crl`` revokes, with UNAVAILABLE and
@@ -203,7 +202,7 @@ class RevocationGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, crl: RevocationList) -> None:
         self._crl = crl
         # method -> (the handler the chain answered, its checked form): built once per handler, not on every call.
-        self._checked: dict[str, tuple[Any, Any]] = {}
+        self._checked = WrappedHandlers(lambda handler: checked_first(handler, self._check))
 
     async def intercept_service(
         self,
@@ -213,55 +212,9 @@ class RevocationGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(details)
         if handler is None:
             return None
-        cached = self._checked.get(details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        checked = _checked_first(handler, self._check)
-        self._checked[details.method] = (handler, checked)
-        return checked
+        return self._checked.get(details.method, handler)
 
-    async def _check(self, context: Any) -> None:
+    async def _check(self, request: Any, context: Any) -> None:
         refusal = self._crl.refusal(context.auth_context(), context.peer())
         if refusal is not None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, refusal)
-
-
-def _checked_first(handler: Any, check: Check) -> Any:
-    """``handler`` (any of the four kinds) with ``await check(context)`` run before the servicer method; ``check``
-    ends the call by aborting. Streaming-response methods keep their style (async generator or coroutine)."""
-    serializers = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(_call(handler.unary_unary, check), **serializers)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(_call(handler.stream_unary, check), **serializers)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(_stream(handler.unary_stream, check), **serializers)
-    return grpc.stream_stream_rpc_method_handler(_stream(handler.stream_stream, check), **serializers)
-
-
-def _call(inner: Any, check: Check) -> Callable[[Any, Any], Awaitable[Any]]:
-    async def call(request: Any, context: Any) -> Any:
-        await check(context)
-        return await inner(request, context)
-
-    return call
-
-
-def _stream(inner: Any, check: Check) -> Callable[[Any, Any], Any]:
-    if inspect.isasyncgenfunction(inner):
-
-        async def generate(request: Any, context: Any) -> AsyncIterator[Any]:
-            await check(context)
-            async for response in inner(request, context):
-                yield response
-
-        return generate
-
-    async def write(request: Any, context: Any) -> None:
-        await check(context)
-        await inner(request, context)
-
-    return write

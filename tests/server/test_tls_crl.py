@@ -21,24 +21,18 @@ import pytest
 from cryptography import x509
 
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from coord._proto.raftpb import raft_pb2, raft_pb2_grpc
 from coord.server.config import from_args
 from coord.server.tls import ServerTLS
 from coord.server.tls_crl import RevocationList
 from coord.testing import CertificateAuthority, Cluster, ServerProcess, TLSFiles, start_coord_server, start_etcd
 from tests.conftest import require_etcd
+from tests.server.tls_helpers import channel_presenting, peer_members
 
 _REFUSED = (ssl.SSLError, ConnectionError, urllib.error.URLError, http.client.HTTPException, OSError)
 
 
-def _channel(endpoint: str, files: TLSFiles) -> grpc.Channel:
-    """A new channel presenting ``files``, with its own connection (no subchannel shared with earlier channels)."""
-    credentials = grpc.ssl_channel_credentials(files.ca.read_bytes(), files.key.read_bytes(), files.cert.read_bytes())
-    return grpc.secure_channel(endpoint, credentials, options=[("grpc.use_local_subchannel_pool", 1)])
-
-
 def _put(endpoint: str, files: TLSFiles) -> None:
-    with _channel(endpoint, files) as channel:
+    with channel_presenting(endpoint, files) as channel:
         rpc_pb2_grpc.KVStub(channel).Put(rpc_pb2.PutRequest(key=b"k", value=files.cert.stem.encode()), timeout=10)
 
 
@@ -48,7 +42,7 @@ def _watch(endpoint: str, files: TLSFiles) -> rpc_pb2.WatchResponse:
     def requests() -> Iterator[rpc_pb2.WatchRequest]:
         yield rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"k"))
 
-    with _channel(endpoint, files) as channel:
+    with channel_presenting(endpoint, files) as channel:
         first: rpc_pb2.WatchResponse = _first(rpc_pb2_grpc.WatchStub(channel).Watch(requests(), timeout=10))
         return first
 
@@ -63,7 +57,7 @@ def _first(responses: Any) -> Any:
 
 def _snapshot(endpoint: str, files: TLSFiles) -> None:
     """Read a whole Maintenance.Snapshot (a response stream) presenting ``files``."""
-    with _channel(endpoint, files) as channel:
+    with channel_presenting(endpoint, files) as channel:
         for _ in rpc_pb2_grpc.MaintenanceStub(channel).Snapshot(rpc_pb2.SnapshotRequest(), timeout=10):
             pass
 
@@ -150,11 +144,11 @@ def test_lease_keep_alive_stream_is_checked_on_coord(tmp_path: Path) -> None:
         tmp_path / "coord", tls=server_files, client_cert_auth=True, extra_args=["--client-crl-file", str(crl)]
     )
     try:
-        with _channel(server.endpoint, good) as channel:
+        with channel_presenting(server.endpoint, good) as channel:
             lease = rpc_pb2_grpc.LeaseStub(channel).LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=30), timeout=10)
 
         def keep_alive(endpoint: str, files: TLSFiles) -> rpc_pb2.LeaseKeepAliveResponse:
-            with _channel(endpoint, files) as channel:
+            with channel_presenting(endpoint, files) as channel:
                 requests = iter([rpc_pb2.LeaseKeepAliveRequest(ID=lease.ID)])
                 first: rpc_pb2.LeaseKeepAliveResponse = _first(
                     rpc_pb2_grpc.LeaseStub(channel).LeaseKeepAlive(requests, timeout=10)
@@ -165,14 +159,6 @@ def test_lease_keep_alive_stream_is_checked_on_coord(tmp_path: Path) -> None:
         assert _refused(server.endpoint, bad, keep_alive).details() == _revoked_reason(bad)
     finally:
         server.stop()
-
-
-def _peer_members(port: int, files: TLSFiles) -> raft_pb2.MembersResponse:
-    with _channel(f"127.0.0.1:{port}", files) as channel:
-        response: raft_pb2.MembersResponse = raft_pb2_grpc.PeerStub(channel).Members(
-            raft_pb2.MembersRequest(), timeout=5
-        )
-        return response
 
 
 @pytest.mark.parametrize("kind", ["etcd", "coord"])
@@ -190,9 +176,9 @@ def test_peer_crl_refuses_revoked_members(kind: str, tmp_path: Path) -> None:
             resp = rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"crl"), timeout=15)
         assert [kv.value for kv in resp.kvs] == [b"served"]
         if kind == "coord":  # the peer port itself: the same CA, but a revoked certificate, is refused
-            assert len(_peer_members(leader.peer_port, member).members) == 3
+            assert len(peer_members(leader.peer_port, member).members) == 3
             with pytest.raises(grpc.RpcError) as err:
-                _peer_members(leader.peer_port, intruder)
+                peer_members(leader.peer_port, intruder)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
             assert err.value.details() == _revoked_reason(intruder)
 

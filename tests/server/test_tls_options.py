@@ -21,7 +21,6 @@ import grpc
 import pytest
 
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from coord._proto.raftpb import raft_pb2, raft_pb2_grpc
 from coord.server.config import from_args
 from coord.server.tls import ServerTLS, TLSConfigError
 from coord.server.tls_ciphers import CipherSuiteError, openssl_cipher_list
@@ -37,6 +36,7 @@ from coord.testing import (
     start_etcd,
 )
 from tests.conftest import require_etcd
+from tests.server.tls_helpers import peer_members
 
 # -- --cipher-suites ----------------------------------------------------------------------------------------------
 
@@ -141,15 +141,6 @@ def test_cipher_suites_restrict_tls12_handshakes(kind: str, tmp_path: Path) -> N
 # -- --peer-cert-allowed-cn ---------------------------------------------------------------------------------------
 
 
-def _peer_members(port: int, files: TLSFiles) -> raft_pb2.MembersResponse:
-    credentials = grpc.ssl_channel_credentials(files.ca.read_bytes(), files.key.read_bytes(), files.cert.read_bytes())
-    with grpc.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
-        response: raft_pb2.MembersResponse = raft_pb2_grpc.PeerStub(channel).Members(
-            raft_pb2.MembersRequest(), timeout=5
-        )
-        return response
-
-
 @pytest.mark.parametrize("kind", ["etcd", "coord"])
 def test_peer_cert_allowed_cn(kind: str, tmp_path: Path) -> None:
     if kind == "etcd":
@@ -165,9 +156,9 @@ def test_peer_cert_allowed_cn(kind: str, tmp_path: Path) -> None:
             resp = rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"cn"), timeout=15)
         assert [kv.value for kv in resp.kvs] == [b"allowed"]
         if kind == "coord":  # the peer port itself: the same CA, but another common name, is refused
-            assert len(_peer_members(leader.peer_port, member).members) == 3
+            assert len(peer_members(leader.peer_port, member).members) == 3
             with pytest.raises(grpc.RpcError) as err:
-                _peer_members(leader.peer_port, ca.issue("intruder", "intruder"))
+                peer_members(leader.peer_port, ca.issue("intruder", "intruder"))
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
             assert err.value.details() == "CommonName authentication failed"
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import grpc
 
@@ -47,40 +45,3 @@ async def not_yet(context: grpc.aio.ServicerContext[object, object], what: str) 
     """Refuse an RPC this server version does not serve, with UNIMPLEMENTED and a message naming it."""
     await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"coord: {what} is not supported by this server version yet")
     raise AssertionError("unreachable: abort raises")
-
-
-def checked_first(
-    handler: Any,
-    check: Callable[[Any, Any], Awaitable[None]],
-    request_deserializer: Callable[[bytes], Any] | None = None,
-) -> Any:
-    """``handler`` (a unary-request grpc method handler) with ``await check(request, context)`` run before the
-    servicer method; ``check`` ends the call by aborting. A response-streaming method keeps its style (grpc.aio serves
-    an async generator or a coroutine writing to its context). ``request_deserializer`` replaces the handler's."""
-    deserializer = request_deserializer or handler.request_deserializer
-    if handler.unary_unary is not None:
-        inner: Any = handler.unary_unary
-
-        async def unary(request: Any, context: Any) -> Any:
-            await check(request, context)
-            return await inner(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary, request_deserializer=deserializer, response_serializer=handler.response_serializer
-        )
-    inner_stream: Any = handler.unary_stream
-
-    async def stream_gen(request: Any, context: Any) -> AsyncIterator[Any]:
-        await check(request, context)
-        async for item in inner_stream(request, context):
-            yield item
-
-    async def stream_writer(request: Any, context: Any) -> None:
-        await check(request, context)
-        await inner_stream(request, context)
-
-    return grpc.unary_stream_rpc_method_handler(
-        stream_gen if inspect.isasyncgenfunction(inner_stream) else stream_writer,
-        request_deserializer=deserializer,
-        response_serializer=handler.response_serializer,
-    )

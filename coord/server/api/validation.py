@@ -27,7 +27,7 @@ from coord.errors import (
     TOO_MANY_OPS,
     VALUE_PROVIDED,
 )
-from coord.server.api.common import checked_first
+from coord.server.handler_wrapping import WrappedHandlers, checked_first
 from coord.server.mvcc import KEY_TOO_LONG, key_fits
 from coord.server.rejection import Rejected
 
@@ -194,7 +194,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def __init__(self) -> None:
         # method -> (the handler the chain answered, its guarded form): built once per handler, not on every call.
-        self._guarded: dict[str, tuple[Any, Any]] = {}
+        self._guarded = WrappedHandlers(self._guard)
 
     async def intercept_service(
         self,
@@ -204,12 +204,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(details)
         if handler is None or handler.request_streaming or handler.request_deserializer is None:
             return handler
-        cached = self._guarded.get(details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        guarded = self._guard(handler)
-        self._guarded[details.method] = (handler, guarded)
-        return guarded
+        return self._guarded.get(details.method, handler)
 
     def _guard(self, handler: Any) -> Any:
         decode: Callable[[bytes], Any] = handler.request_deserializer
