@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 from dataclasses import dataclass
 
 from coord.errors import LEADER_CHANGED, ErrorSpec
@@ -36,7 +37,9 @@ class ReadQueue:
         self._pending: list[asyncio.Future[None]] = []
         self._in_flight: dict[bytes, _Batch] = {}
         self._waiting: list[_Batch] = []
-        self._ctx = itertools.count(1)
+        # Request contexts start at a random point, not at 1: a ReadIndex answer addressed to this member before a
+        # restart can then never confirm a batch of the new process (it would carry an older index).
+        self._ctx = itertools.count(secrets.randbits(62) + 1)
 
     def add(self) -> asyncio.Future[None]:
         """A future resolved once this member applied everything committed before now (or failed with Rejected)."""

@@ -67,3 +67,22 @@ def test_refusal_leader_change_and_stop_fail_reads_with_retryable_errors() -> No
             assert err.value.spec is STOPPED
 
     asyncio.run(scenario())
+
+
+def test_request_contexts_do_not_repeat_across_restarts() -> None:
+    """A fresh queue (a restarted member) does not reuse the contexts of an earlier one, so a ReadIndex answer meant
+    for the old process cannot confirm a new batch."""
+
+    async def first_contexts() -> list[bytes]:
+        reads = ReadQueue()
+        contexts = []
+        for _ in range(3):
+            reads.add()
+            ctx = reads.take_pending()
+            assert ctx is not None
+            contexts.append(ctx)
+        return contexts
+
+    before, after = asyncio.run(first_contexts()), asyncio.run(first_contexts())
+    assert len(set(before)) == 3
+    assert not set(before) & set(after)
