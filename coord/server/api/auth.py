@@ -25,10 +25,9 @@ import grpc
 from google.protobuf.message import Message
 
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from coord.errors import REQUEST_TOO_LARGE
+from coord.errors import AUTH_OLD_REVISION, REQUEST_TOO_LARGE
 from coord.server.api.common import Headers, abort
 from coord.server.auth import AuthGate, check_name
-from coord.server.auth.errors import AUTH_OLD_REVISION
 from coord.server.auth.gate import hash_password
 from coord.server.auth.tokens import TokenConfigError
 from coord.server.handler_wrapping import checked_first

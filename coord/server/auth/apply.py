@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 
 from coord._proto.authpb import auth_pb2
 from coord._proto.etcdserverpb import rpc_pb2
-from coord.server.auth.errors import (
+from coord.errors import (
     AUTH_FAILED,
     AUTH_NOT_ENABLED,
     INVALID_AUTH_MGMT,

@@ -26,7 +26,7 @@ import bcrypt
 import grpc
 
 from coord._proto.etcdserverpb import rpc_pb2
-from coord.server.auth.errors import (
+from coord.errors import (
     AUTH_FAILED,
     AUTH_NOT_ENABLED,
     INVALID_AUTH_TOKEN,

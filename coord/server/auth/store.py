@@ -24,7 +24,7 @@ from typing import Any
 
 from coord._proto.authpb import auth_pb2
 from coord._proto.etcdserverpb import rpc_pb2
-from coord.server.auth.errors import (
+from coord.errors import (
     AUTH_OLD_REVISION,
     PERMISSION_DENIED,
     USER_EMPTY,
