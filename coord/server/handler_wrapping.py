@@ -61,15 +61,15 @@ class WrappedHandlers:
     """Per method, the wrapped form of the handler an interceptor's continuation answered, built once: grpc.aio asks
     the interceptors on every call, and wrapping is the costly part."""
 
-    def __init__(self, wrap: Callable[[Any], Any]) -> None:
+    def __init__(self, wrap: Callable[[Any, str], Any]) -> None:
         self._wrap = wrap
         self._cache: dict[str, tuple[Any, Any]] = {}
 
     def get(self, method: str, handler: Any) -> Any:
-        """``wrap(handler)``, reused while the continuation keeps answering the same handler for ``method``."""
+        """``wrap(handler, method)``, reused while the continuation keeps answering the same handler for ``method``."""
         cached = self._cache.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = self._wrap(handler)
+        wrapped = self._wrap(handler, method)
         self._cache[method] = (handler, wrapped)
         return wrapped

@@ -37,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from coord.server.handler_wrapping import WrappedHandlers
 from coord.server.lease import Lessor
 from coord.server.node import Node
 
@@ -241,9 +242,9 @@ class _CodeRecorder:
 class _GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
-        # method -> (the handler the chain answered, its wrapped form): the chain answers the same handler object for
-        # a method call after call, so the wrapping is built once, not on every call (the hot path).
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
+        # The chain answers the same handler object for a method call after call, so the wrapping is built once, not
+        # on every call (the hot path).
+        self._wrapped = WrappedHandlers(self._instrument)
 
     async def intercept_service(
         self,
@@ -253,10 +254,9 @@ class _GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
         handler: grpc.RpcMethodHandler[Any, Any] | None = await continuation(handler_call_details)
         if handler is None:
             return handler  # type: ignore[return-value]  # unknown method: grpc answers UNIMPLEMENTED itself
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]  # type: ignore[no-any-return]
+        return self._wrapped.get(handler_call_details.method, handler)  # type: ignore[no-any-return]
+
+    def _instrument(self, handler: Any, method: str) -> Any:
         _, service, name = method.split("/", 2)
         if handler.request_streaming and handler.response_streaming:
             kind, factory, behavior = "bidi_stream", grpc.stream_stream_rpc_method_handler, handler.stream_stream
@@ -266,13 +266,11 @@ class _GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
             kind, factory, behavior = "server_stream", grpc.unary_stream_rpc_method_handler, handler.unary_stream
         else:
             kind, factory, behavior = "unary", grpc.unary_unary_rpc_method_handler, handler.unary_unary
-        wrapped = factory(
+        return factory(
             self._wrap(behavior, method, (kind, service, name)),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
 
     def _wrap(self, behavior: Any, method: str, labels: tuple[str, str, str]) -> Any:
         metrics = self._metrics

@@ -116,12 +116,14 @@ def openssl_cipher_list(names: Sequence[str]) -> str:
 
 
 def check_grpc_cipher_env(names: Sequence[str]) -> None:
-    """Raise CipherSuiteError unless ``GRPC_SSL_CIPHER_SUITES`` holds exactly the OpenSSL list for ``names`` (no
-    list: unset). gRPC reads the variable when it loads, so a mismatch means gRPC would serve other suites than
-    asked. ``coord.server.main`` sets it before gRPC loads; an embedding program must do the same."""
-    wanted = openssl_cipher_list(names) if names else None
-    current = os.environ.get(GRPC_CIPHER_ENV)
-    if names and current != wanted:
+    """With ``names`` (``--cipher-suites``), raise CipherSuiteError unless ``GRPC_SSL_CIPHER_SUITES`` holds exactly
+    their OpenSSL list: gRPC reads the variable when it loads, so a mismatch means gRPC would serve other suites than
+    asked. ``coord.server.main`` sets it before gRPC loads; an embedding program must do the same. Without ``names``
+    nothing is checked: a variable set by the operator is gRPC's own setting and is left to apply."""
+    if not names:
+        return
+    wanted = openssl_cipher_list(names)
+    if os.environ.get(GRPC_CIPHER_ENV) != wanted:
         raise CipherSuiteError(
             f"--cipher-suites: gRPC applies cipher suites only from {GRPC_CIPHER_ENV} set before it loads; "
             f"start coord-server through coord.server.main, or set {GRPC_CIPHER_ENV}={wanted} beforehand"

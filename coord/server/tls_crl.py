@@ -202,7 +202,7 @@ class RevocationGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, crl: RevocationList) -> None:
         self._crl = crl
         # method -> (the handler the chain answered, its checked form): built once per handler, not on every call.
-        self._checked = WrappedHandlers(lambda handler: checked_first(handler, self._check))
+        self._checked = WrappedHandlers(lambda handler, _method: checked_first(handler, self._check))
 
     async def intercept_service(
         self,

@@ -186,7 +186,8 @@ class _Fetcher:
         try:
             pair = self._pair.current()
             with self._lock:
-                if pair.generation == self._generation:
+                # <=: a thread that read an older pair must not replace a newer configuration another one installed
+                if pair.generation <= self._generation:
                     return None
                 self._generation = pair.generation
             return _configuration(pair, self._trusted_ca)

@@ -30,7 +30,7 @@ from coord.server.api.common import Headers, abort
 from coord.server.auth import AuthGate, check_name
 from coord.server.auth.gate import hash_password
 from coord.server.auth.tokens import TokenConfigError
-from coord.server.handler_wrapping import checked_first
+from coord.server.handler_wrapping import WrappedHandlers, checked_first
 from coord.server.node import Node
 from coord.server.rejection import Rejected
 from coord.server.requests import AuthInfo, Kind, encode
@@ -74,6 +74,7 @@ class AdminOnly(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def __init__(self, gate: AuthGate) -> None:
         self._gate = gate
+        self._checked = WrappedHandlers(self._check_admin)
 
     async def intercept_service(
         self,
@@ -81,9 +82,12 @@ class AdminOnly(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         details: grpc.HandlerCallDetails,
     ) -> Any:
         handler = await continuation(details)
-        needs_admin = ADMIN_METHODS.get(details.method)
-        if handler is None or needs_admin is None:
+        if handler is None or handler.request_streaming or details.method not in ADMIN_METHODS:
             return handler
+        return self._checked.get(details.method, handler)
+
+    def _check_admin(self, handler: Any, method: str) -> Any:
+        needs_admin = ADMIN_METHODS[method]
         gate = self._gate
 
         async def check(request: Any, context: Any) -> None:
@@ -93,8 +97,6 @@ class AdminOnly(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 except Rejected as refusal:
                     await abort(context, refusal.spec)
 
-        if handler.request_streaming:
-            return handler
         return checked_first(handler, check)
 
 

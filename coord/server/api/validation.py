@@ -206,7 +206,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return handler
         return self._guarded.get(details.method, handler)
 
-    def _guard(self, handler: Any) -> Any:
+    def _guard(self, handler: Any, method: str) -> Any:
         decode: Callable[[bytes], Any] = handler.request_deserializer
 
         def deserializer(raw: bytes) -> Any:
