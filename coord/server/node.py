@@ -293,10 +293,12 @@ class Node:
         await self._wait_for_leader()
         future = self._reads.add()
         self._wakeup.set()
+        # The same single timer as propose (every linearizable read comes here); the queue skips finished futures.
+        timer = asyncio.get_running_loop().call_later(self.options.request_timeout_s, _read_timed_out, future)
         try:
-            await asyncio.wait_for(asyncio.shield(future), self.options.request_timeout_s)
-        except TimeoutError:
-            raise Rejected(REQUEST_TIMEOUT) from None
+            await future
+        finally:
+            timer.cancel()
 
     async def transfer_leadership(self, transferee: int) -> None:
         """Ask Raft to hand leadership to ``transferee`` (this member must lead); returns once it leads, or raises
@@ -699,6 +701,11 @@ class _TransportLike(Protocol):
     def send(self, messages: list[RaftMessage]) -> None:
         """Hand messages over for delivery; never blocks, may drop (Raft retries)."""
         ...
+
+
+def _read_timed_out(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(Rejected(REQUEST_TIMEOUT))
 
 
 def _dropped_spec(dropped: ProposalDropped) -> ErrorSpec:

@@ -149,7 +149,7 @@ def test_compaction_removes_history_from_disk(backend: Backend) -> None:
     assert err.value.spec is FUTURE_REV
 
 
-def test_history_keeps_every_state_of_a_key_changed_twice_in_one_revision(backend: Backend) -> None:
+def test_history_keeps_every_state_of_a_key_changed_twice_in_one_revision(backend: Backend, tmp_path: Path) -> None:
     # A txn may put a key and then delete it with a from-key range: etcd's history (and so a replaying watch) has both
     # sub-revisions, the PUT then the DELETE, each with the key's state before the revision as its previous version.
     write(backend, ("put", b"k", b"old"))  # 2
@@ -167,10 +167,24 @@ def test_history_keeps_every_state_of_a_key_changed_twice_in_one_revision(backen
         (kv_pb2.Event.DELETE, b"other", b"", 0, None),
     ]
     assert read(backend, b"k", rev=2) == [(b"k", b"old", 2, 2, 1)] and read(backend, b"k") == []
-    with backend.read() as txn:
-        hash_before = MvccReader(backend, txn).hash_kv(0)
-    with backend.read() as txn:
-        assert MvccReader(backend, txn).hash_kv(0) == hash_before
+    # HashKV covers the overwritten state: it differs from the same revision without it, and another store with the
+    # same history (another member) agrees.
+    twin = Backend(tmp_path / "twin", map_size=64 * 1024**2)
+    try:
+        write(twin, ("put", b"k", b"old"))
+        write(twin, ("put", b"k", b"new"), ("put", b"other", b"o"), ("del", b"k", b""))
+        without = Backend(tmp_path / "without", map_size=64 * 1024**2)
+        try:
+            write(without, ("put", b"k", b"old"))
+            write(without, ("put", b"other", b"o"), ("del", b"k", b""))
+            with backend.read() as a, twin.read() as b, without.read() as c:
+                mine = MvccReader(backend, a).hash_kv(0)
+                assert mine == MvccReader(twin, b).hash_kv(0)
+                assert mine != MvccReader(without, c).hash_kv(0)
+        finally:
+            without.close()
+    finally:
+        twin.close()
     write(backend, ("put", b"later", b"x"))  # 4
     with backend.write() as txn:
         MvccWriter(backend, txn).compact(4)  # drops the overwritten state with the rest of revision 3

@@ -1,5 +1,6 @@
-"""Node.propose's own bookkeeping, on a node whose Raft loop is not running (so nothing is ever applied): the
-"request timed out" answer after request_timeout_s, and a caller that goes away before its proposal reaches Raft."""
+"""Node.propose's and Node.read_barrier's own bookkeeping, on a node whose Raft loop is not running (so nothing is
+ever applied): "request timed out" after request_timeout_s, and a caller that goes away before its proposal reaches
+Raft."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def test_an_entry_not_applied_in_time_gets_request_timed_out(tmp_path: Path) -> 
         assert refused.value.spec == REQUEST_TIMEOUT
         assert node.proposals_failed == 1
         assert not node._waiters  # nothing left for a later apply to answer
-        # The proposal is still queued for Raft: a timed-out write may yet be applied, as etcd says.
+        # Its future is answered, so the loop skips the queued proposal: it had not reached Raft. (One that had may
+        # still be applied after "request timed out", as etcd warns.)
         assert len(node._proposals) == 1 and node._proposals[0][2].done()
 
     asyncio.run(scenario())
@@ -55,6 +57,18 @@ def test_a_caller_that_goes_away_leaves_no_waiter_and_its_queued_proposal_is_ski
         assert not node._waiters
         assert node._proposals[0][2].cancelled()  # _step_inputs skips done proposals: it never reaches Raft
         assert node.proposals_failed == 0
+
+    asyncio.run(scenario())
+    node.backend.close()
+
+
+def test_a_read_barrier_not_confirmed_in_time_gets_request_timed_out(tmp_path: Path) -> None:
+    node = _idle_node(tmp_path, timeout_s=0.2)
+
+    async def scenario() -> None:
+        with pytest.raises(Rejected) as refused:
+            await node.read_barrier()
+        assert refused.value.spec == REQUEST_TIMEOUT
 
     asyncio.run(scenario())
     node.backend.close()
