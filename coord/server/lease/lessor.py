@@ -109,7 +109,9 @@ class Lessor:
         # Leases renewed since this member became leader, before it took over (they keep their new deadline).
         self._renewed: set[int] = set()
         self._clears: list[int] = []
-        self._flushing = False
+        # The leadership generation whose clear-flusher is running (None: none runs). Per generation, so a flusher
+        # of an earlier term still waiting on its proposal does not keep a new term's clears from being flushed.
+        self._flusher_generation: int | None = None
         self.leading = False
         self.primary = False
 
@@ -308,8 +310,8 @@ class Lessor:
         """Propose (soon, batched) that ``lease_id`` has no checkpoint any more."""
         lease.checkpoint = 0
         self._clears.append(lease_id)
-        if not self._flushing and self._checkpoint is not None:
-            self._flushing = True
+        if self._flusher_generation != self._generation and self._checkpoint is not None:
+            self._flusher_generation = self._generation
             self._spawn(self._flush_clears(self._generation, self._checkpoint))
 
     async def _flush_clears(self, generation: int, checkpoint: CheckpointProposer) -> None:
@@ -330,7 +332,8 @@ class Lessor:
                         self._clears[:0] = [lid for lid in batch if lid in self._leases]
                         await asyncio.sleep(self._tick)
         finally:
-            self._flushing = False
+            if self._flusher_generation == generation:
+                self._flusher_generation = None
 
     def checkpoint_candidates(self) -> list[int]:
         """Leases whose TTL is long enough to be checkpointed (longer than the interval), in no particular order."""
