@@ -161,7 +161,9 @@ def test_leader_changes_expire_a_dead_lease_and_keep_a_renewed_one(cluster: Clus
                 # The long lease was checkpointed at about 15 s remaining: a keep-alive renews it everywhere.
                 renewed_long = True
                 with channel(endpoints[1]) as ch:
-                    answers = rpc_pb2_grpc.LeaseStub(ch).LeaseKeepAlive(iter([rpc_pb2.LeaseKeepAliveRequest(ID=long)]))
+                    answers = rpc_pb2_grpc.LeaseStub(ch).LeaseKeepAlive(
+                        iter([rpc_pb2.LeaseKeepAliveRequest(ID=long)]), timeout=10
+                    )
                     assert [a.TTL for a in answers] == [20]
                 for endpoint in endpoints:
                     assert time_to_live(endpoint, long).TTL >= 18, "a keep-alive did not renew the lease everywhere"

@@ -42,11 +42,15 @@ def test_a_lock_survives_a_leader_kill_and_keeps_excluding(cluster: Cluster) -> 
             with pytest.raises(coord.LockTimeout), contender.lock("jobs", timeout=2):
                 pytest.fail("the contender got a lock that is still held")
             assert lock.is_held and not lost.is_set()
-            fenced = holder.txn(compare=[lock.guard()], success=[coord.Put("fenced", "by-holder")])
+            guard = lock.guard()
+            fenced = holder.txn(compare=[guard], success=[coord.Put("fenced", "by-holder")])
             assert fenced.succeeded
         assert not lost.is_set()  # released normally, never lost
         with contender.lock("jobs", timeout=10) as second:
             assert second.token > first_token
+            # The old holder's guard no longer passes: a late write from it is fenced off.
+            late = holder.txn(compare=[guard], success=[coord.Put("fenced", "stale")])
+            assert not late.succeeded
         assert contender.get("fenced").value == b"by-holder"
 
 
