@@ -292,6 +292,7 @@ class Run:
     report: Report
     errors: Counter[str]
     faults: list[str]
+    healed_ns: int  # when the nemesis had healed its last fault
 
 
 def _final_reads(members: list[ServerProcess], recorder: Recorder) -> None:
@@ -318,6 +319,7 @@ def run_workload(cluster: Cluster, plan: Plan, seed: int) -> Run:
         thread.start()
     try:
         nemesis.join(plan.max_s)
+        healed_ns = time.monotonic_ns()
         # Let the clients run on the healed cluster a little, then stop them.
         stop.wait(plan.quiet_s)
     finally:
@@ -333,7 +335,7 @@ def run_workload(cluster: Cluster, plan: Plan, seed: int) -> Run:
     _final_reads(cluster.members, recorder)
     wait_converged(cluster, timeout=30)
     report = check(recorder.ops, max_states=1_000_000, time_limit_s=20)
-    return Run(recorder.ops, report, recorder.errors, nemesis.log)
+    return Run(recorder.ops, report, recorder.errors, nemesis.log, healed_ns)
 
 
 def _summary(run: Run) -> str:
@@ -407,6 +409,9 @@ def assert_linearizable(run: Run, tmp_path: Path, min_ok: int) -> None:
     assert len(ok) >= min_ok, f"only {len(ok)} operations succeeded: the run tested too little"
     assert min(kinds[k] for k in ("write", "read", "cas")) >= min_ok // 10, f"too few of some kind: {kinds}"
     assert any(op.kind == "cas" and op.succeeded for op in ok), "no cas ever succeeded"
+    # The clients were still working once every fault had healed (so they also ran through every fault).
+    after = Counter(op.kind for op in ok if op.invoke_ns >= run.healed_ns)
+    assert after["write"] and after["read"], f"no write or no read after the last fault healed: {after}"
 
 
 @pytest.fixture
@@ -422,7 +427,8 @@ def etcd_cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
 
 
-SHORT = Plan(clients=6, ops_per_client=600, faults=("kill", "partition"))
+# ops_per_client is a safety cap, well above what the clients do before the nemesis and the quiet time end.
+SHORT = Plan(clients=6, ops_per_client=5000, faults=("kill", "partition"))
 LONG = Plan(
     clients=8,
     ops_per_client=4000,
