@@ -231,13 +231,14 @@ class MemberServer:
         self._http = web.AppRunner(app, access_log=None, handler_cancellation=True)
 
         self._peer_grpc = grpc.aio.server(
+            interceptors=self.tls.peer_interceptors(),
             options=[
                 ("grpc.max_receive_message_length", 2**31 - 1),
                 ("grpc.max_send_message_length", 2**31 - 1),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 1000),
                 ("grpc.http2.max_pings_without_data", 0),
-            ]
+            ],
         )
         raft_pb2_grpc.add_PeerServicer_to_server(
             PeerService(
@@ -247,8 +248,6 @@ class MemberServer:
                 self._members_response,
                 self._peer_keep_alive,
                 self._peer_time_to_live,
-                identity=self.tls.peer_identity,
-                crl=self.tls.peer_crl,
             ),
             self._peer_grpc,
         )

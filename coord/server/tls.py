@@ -53,7 +53,7 @@ import grpc.aio
 
 from coord.server.config import ServerConfig, TLSFlags, host_port
 from coord.server.tls_ciphers import CipherSuiteError, check_grpc_cipher_env, openssl_cipher_list
-from coord.server.tls_crl import RevocationGuard, RevocationList
+from coord.server.tls_crl import CertificateCheck, CertificateGuard, RevocationList
 from coord.server.tls_identity import PeerIdentityCheck
 from coord.server.tls_reload import ReloadingKeyPair
 
@@ -200,8 +200,18 @@ class ServerTLS:
 
     def client_interceptors(self) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
         """The client gRPC server's interceptors enforcing this TLS configuration per call (the CRL's
-        :class:`RevocationGuard`); to run before any other."""
-        return [RevocationGuard(self.client_crl)] if self.client_crl is not None else []
+        :class:`CertificateGuard`); to run before any other."""
+        return [CertificateGuard([self.client_crl.refusal])] if self.client_crl is not None else []
+
+    def peer_interceptors(self) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
+        """The peer gRPC server's interceptors: every peer call is checked against the revocation list and the
+        allowed identity, before anything else."""
+        checks: list[CertificateCheck] = []
+        if self.peer_crl is not None:
+            checks.append(self.peer_crl.refusal)
+        if self.peer_identity is not None:
+            checks.append(self.peer_identity.refusal)
+        return [CertificateGuard(checks)] if checks else []
 
     @property
     def client_cert_auth(self) -> bool:

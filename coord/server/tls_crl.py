@@ -4,7 +4,7 @@ Usage::
 
     crl = RevocationList(Path("revoked.crl"), "client")
     refusal = crl.refusal(context.auth_context(), context.peer())   # None: allowed; else etcd's reason
-    server = grpc.aio.server(interceptors=[RevocationGuard(crl), ...])  # every client call, streaming ones included
+    server = grpc.aio.server(interceptors=[CertificateGuard([crl.refusal]), ...])  # every call, streams included
     crl.restrict(ssl_context)                                          # the HTTP listener: OpenSSL checks the leaf
 
 What follows etcd 3.4 (``pkg/transport/listener_tls.go``):
@@ -41,7 +41,7 @@ import os
 import ssl
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,11 @@ from coord.server.handler_wrapping import WrappedHandlers, checked_first
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RevocationGuard", "RevocationList"]
+__all__ = ["CertificateCheck", "CertificateGuard", "RevocationList"]
 
 AuthContext = Mapping[str, Iterable[bytes]]
+# (gRPC's auth context, the caller's address) -> None, or the reason to refuse the call.
+CertificateCheck = Callable[[AuthContext, str], "str | None"]
 
 _PEM_CRL = b"-----BEGIN X509 CRL"
 _MAX_CACHED_VERDICTS = 4096
@@ -188,19 +190,20 @@ def _go_hex(serial: int) -> str:
 # -- the gRPC check ------------------------------------------------------------------------------------------------
 
 
-class RevocationGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Refuses every call (unary or streaming) from a caller whose certificate ``crl`` revokes, with UNAVAILABLE and
-    etcd's reason, before the servicer runs; calls without a certificate (the JSON gateway's) pass.
+class CertificateGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Refuses every call (unary or streaming) whose caller's certificate a check refuses (a revocation list's
+    :meth:`RevocationList.refusal`, a peer identity's), with UNAVAILABLE and the check's reason, before the
+    servicer runs. Each check takes gRPC's auth context and the caller's address and returns None or the reason.
 
     Usage (first in the list: etcd refuses the connection before it decodes anything)::
 
-        server = grpc.aio.server(interceptors=[RevocationGuard(crl), DecodeGuard(), ...])
+        server = grpc.aio.server(interceptors=[CertificateGuard([crl.refusal]), DecodeGuard(), ...])
 
     The handlers it wraps must be coroutines or async generators, as every coord servicer method is.
     """
 
-    def __init__(self, crl: RevocationList) -> None:
-        self._crl = crl
+    def __init__(self, checks: Sequence[CertificateCheck]) -> None:
+        self._checks = tuple(checks)
         # method -> (the handler the chain answered, its checked form): built once per handler, not on every call.
         self._checked = WrappedHandlers(lambda handler, _method: checked_first(handler, self._check))
 
@@ -215,6 +218,8 @@ class RevocationGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return self._checked.get(details.method, handler)
 
     async def _check(self, request: Any, context: Any) -> None:
-        refusal = self._crl.refusal(context.auth_context(), context.peer())
-        if refusal is not None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, refusal)
+        auth_context, peer = context.auth_context(), context.peer()
+        for check in self._checks:
+            refusal = check(auth_context, peer)
+            if refusal is not None:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, refusal)

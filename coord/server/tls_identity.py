@@ -3,7 +3,7 @@
 Usage::
 
     check = PeerIdentityCheck(allowed_cn="etcd.local")
-    refusal = check.refusal(context.auth_context())   # None: allowed; else etcd's error text
+    refusal = check.refusal(context.auth_context(), context.peer())   # None: allowed; else etcd's error text
 
 With peer client-certificate auth, etcd refuses a peer whose verified certificate does not carry the allowed common
 name (``CommonName authentication failed``), or is not valid for the allowed hostname (the certificate's DNS or IP
@@ -19,10 +19,16 @@ the CA only (etcd also checks their common name).
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["PeerIdentityCheck"]
+
+log = logging.getLogger(__name__)
+
+# Refused certificates remembered so that a peer retrying all the time is logged once, not on every call.
+_MAX_LOGGED = 64
 
 AuthContext = Mapping[str, Iterable[bytes]]
 
@@ -33,10 +39,23 @@ class PeerIdentityCheck:
 
     allowed_cn: str | None = None
     allowed_hostname: str | None = None
+    _logged: set[tuple[bytes, ...]] = field(default_factory=set, compare=False, repr=False)
 
-    def refusal(self, auth_context: AuthContext) -> str | None:
+    def refusal(self, auth_context: AuthContext, peer: str = "") -> str | None:
         """None when the verified client certificate described by gRPC's ``auth_context`` is allowed, else the
-        reason (etcd's wording). A call without a verified certificate is refused."""
+        reason (etcd's wording), logged once per certificate with ``peer`` (the caller's address). A call without a
+        verified certificate is refused."""
+        reason = self._reason(auth_context)
+        if reason is not None:
+            presented = tuple(auth_context.get("x509_pem_cert", ()))
+            if presented not in self._logged:
+                if len(self._logged) >= _MAX_LOGGED:
+                    self._logged.clear()
+                self._logged.add(presented)
+                log.warning("rejected peer calls from %s (error %r)", peer or "a caller", reason)
+        return reason
+
+    def _reason(self, auth_context: AuthContext) -> str | None:
         if self.allowed_hostname is not None:
             if _valid_for(self.allowed_hostname, auth_context):
                 return None

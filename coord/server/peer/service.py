@@ -14,8 +14,6 @@ import grpc
 from coord._proto.raftpb import raft_pb2, raft_pb2_grpc
 from coord.server.peer.codec import message_from_pb
 from coord.server.raft import Message
-from coord.server.tls_crl import RevocationList
-from coord.server.tls_identity import PeerIdentityCheck
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +21,8 @@ Context = grpc.aio.ServicerContext[object, object]
 
 
 class PeerService(raft_pb2_grpc.PeerServicer):
-    """The peer calls. With ``identity`` (``--peer-cert-allowed-cn``/``-hostname``), every call from a peer whose
-    client certificate does not match is refused with UNAVAILABLE and etcd's reason before anything is read; with
-    ``crl`` (``--peer-crl-file``), so is every call from a peer presenting a revoked certificate."""
+    """The peer calls. Certificate checks (``--peer-crl-file``, ``--peer-cert-allowed-cn``) run before them, in the
+    peer server's interceptor (``ServerTLS.peer_interceptors``)."""
 
     def __init__(
         self,
@@ -35,8 +32,6 @@ class PeerService(raft_pb2_grpc.PeerServicer):
         members: Callable[[], raft_pb2.MembersResponse],
         lease_keep_alive: Callable[[int], Awaitable[raft_pb2.LeaseResponse]],
         lease_time_to_live: Callable[[int], Awaitable[raft_pb2.LeaseResponse]],
-        identity: PeerIdentityCheck | None = None,
-        crl: RevocationList | None = None,
     ) -> None:
         self._cluster_id = cluster_id
         self._receive = receive
@@ -44,21 +39,6 @@ class PeerService(raft_pb2_grpc.PeerServicer):
         self._members = members
         self._lease_keep_alive = lease_keep_alive
         self._lease_time_to_live = lease_time_to_live
-        self._identity = identity
-        self._crl = crl
-
-    async def _check_peer(self, context: Context) -> None:
-        """Abort the call (UNAVAILABLE, as a failed TLS handshake looks to the caller) unless the caller's
-        certificate is one ``identity`` allows and ``crl`` does not revoke."""
-        if self._identity is None and self._crl is None:
-            return
-        auth_context = context.auth_context()
-        refusal = self._crl.refusal(auth_context, context.peer()) if self._crl is not None else None
-        if refusal is None and self._identity is not None:
-            refusal = self._identity.refusal(auth_context)
-        if refusal is not None:
-            log.warning("rejected a peer call from %s (error %r)", context.peer(), refusal)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, refusal)
 
     async def _check_cluster(self, cluster_id: int, context: Context) -> None:
         mine = self._cluster_id()
@@ -68,7 +48,6 @@ class PeerService(raft_pb2_grpc.PeerServicer):
             )
 
     async def Stream(self, request_iterator: AsyncIterator[raft_pb2.Frame], context: Context) -> raft_pb2.FrameAck:
-        await self._check_peer(context)
         try:
             async for frame in request_iterator:
                 await self._check_cluster(frame.cluster_id, context)
@@ -83,7 +62,6 @@ class PeerService(raft_pb2_grpc.PeerServicer):
     async def Snapshot(
         self, request_iterator: AsyncIterator[raft_pb2.SnapshotChunk], context: Context
     ) -> raft_pb2.SnapshotAck:
-        await self._check_peer(context)
         spool = self._spool_dir()
         spool.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="in-", dir=spool)
@@ -112,13 +90,10 @@ class PeerService(raft_pb2_grpc.PeerServicer):
         return raft_pb2.SnapshotAck(installed=True)
 
     async def Members(self, request: raft_pb2.MembersRequest, context: Context) -> raft_pb2.MembersResponse:
-        await self._check_peer(context)
         return self._members()
 
     async def LeaseKeepAlive(self, request: raft_pb2.LeaseRequest, context: Context) -> raft_pb2.LeaseResponse:
-        await self._check_peer(context)
         return await self._lease_keep_alive(request.id)
 
     async def LeaseTimeToLive(self, request: raft_pb2.LeaseRequest, context: Context) -> raft_pb2.LeaseResponse:
-        await self._check_peer(context)
         return await self._lease_time_to_live(request.id)
