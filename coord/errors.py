@@ -235,7 +235,10 @@ NO_PASSWORD_USER = ErrorSpec(
     _C.UNKNOWN, "auth: authentication failed, password was given for no password user", EtcdError
 )
 # coord's own: user and role names are LMDB keys, whose length LMDB bounds (etcd has no such limit).
-NAME_TOO_LONG = ErrorSpec(_C.INVALID_ARGUMENT, "coord: user or role name is longer than 400 bytes", EtcdError)
+MAX_AUTH_NAME_BYTES = 400
+NAME_TOO_LONG = ErrorSpec(
+    _C.INVALID_ARGUMENT, f"coord: user or role name is longer than {MAX_AUTH_NAME_BYTES} bytes", EtcdError
+)
 
 _BY_MESSAGE: dict[str, ErrorSpec] = {
     spec.message: spec for spec in list(globals().values()) if isinstance(spec, ErrorSpec)

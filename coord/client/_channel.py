@@ -27,13 +27,11 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop
 
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from coord.client import _tracing
-from coord.client._retry import RetryKind, is_retryable, should_fail_over
+from coord.client._retry import REAUTHENTICATE, RetryKind, is_retryable, should_fail_over
 from coord.errors import (
-    AuthOldRevisionError,
     ClientClosedError,
     DeadlineExceededError,
     EtcdError,
-    InvalidAuthTokenError,
     error_from_status,
 )
 
@@ -248,7 +246,7 @@ class Transport:
                         err = rpc_error(exc)
                         if address is None and should_fail_over(err):
                             self.fail_over(ep)
-                        if isinstance(err, InvalidAuthTokenError | AuthOldRevisionError):
+                        if isinstance(err, REAUTHENTICATE):
                             await self.authenticate(ep, token, deadline)
                         raise err from None
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover

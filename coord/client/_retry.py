@@ -46,9 +46,13 @@ _NOT_SENT_MARKERS = (
 )
 
 
+# The server refused the credentials before doing anything: authenticate again, then repeat the call.
+REAUTHENTICATE = (InvalidAuthTokenError, AuthOldRevisionError)
+
+
 def not_sent(err: EtcdError) -> bool:
     """True when ``err`` proves the request was not applied by any server."""
-    if isinstance(err, NoLeaderError | TooManyRequestsError | InvalidAuthTokenError | AuthOldRevisionError):
+    if isinstance(err, (NoLeaderError, TooManyRequestsError, *REAUTHENTICATE)):
         return True
     if err.code == grpc.StatusCode.UNAVAILABLE and not err.details.startswith("etcdserver:"):
         details = err.details.lower()
@@ -61,7 +65,7 @@ def is_retryable(err: BaseException, kind: RetryKind) -> bool:
     if not isinstance(err, EtcdError):
         return False
     if kind is RetryKind.SAFE:
-        return isinstance(err, UnavailableError | InvalidAuthTokenError | AuthOldRevisionError)
+        return isinstance(err, (UnavailableError, *REAUTHENTICATE))
     return not_sent(err)
 
 

@@ -37,7 +37,6 @@ bytes afterwards); checking for a change costs one ``stat`` per call.
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 import tempfile
 import threading
@@ -51,6 +50,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from coord.server.handler_wrapping import WrappedHandlers, checked_first
+from coord.server.tls_reload import file_signature
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +156,7 @@ class RevocationList:
         log.warning("%s TLS: %s; refusing every certificate until the CRL loads", self._side, error)
 
     def _signature(self) -> _Signature:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return file_signature(self.path)
 
     def _revoked_serial(self, presented: tuple[bytes, ...]) -> str | None:
         for blob in presented:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from coord.server.tls_crl import AuthContext
 
 __all__ = ["PeerIdentityCheck"]
 
@@ -29,8 +30,6 @@ log = logging.getLogger(__name__)
 
 # Refused certificates remembered so that a peer retrying all the time is logged once, not on every call.
 _MAX_LOGGED = 64
-
-AuthContext = Mapping[str, Iterable[bytes]]
 
 
 @dataclass(frozen=True)

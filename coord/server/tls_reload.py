@@ -142,11 +142,10 @@ class ReloadingKeyPair:
         return self.cert_file.read_bytes(), self.key_file.read_bytes(), tuple(watched)
 
     def _signature(self) -> _Signature:
-        try:
-            cert, key = os.stat(self.cert_file), os.stat(self.key_file)
-        except OSError:
+        cert, key = file_signature(self.cert_file), file_signature(self.key_file)
+        if cert is None or key is None:
             return None
-        return (_stat_tuple(cert), _stat_tuple(key), *(_watched_stat(path) for path in self._watched))
+        return (cert, key, *(file_signature(path) for path in self._watched))
 
     # -- listeners -----------------------------------------------------------------------------------------------
 
@@ -200,12 +199,11 @@ def _configuration(pair: KeyPair, trusted_ca: bytes | None) -> grpc.ServerCertif
     return grpc.ssl_server_certificate_configuration([(pair.key, pair.cert)], root_certificates=trusted_ca)
 
 
-def _stat_tuple(st: os.stat_result) -> _Stat:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def _watched_stat(path: Path) -> _Stat | None:
+def file_signature(path: Path) -> _Stat | None:
+    """(device, inode, size, mtime in ns) of ``path``, None when it cannot be stat'ed: what tells a rewritten or
+    replaced file from the one read before."""
     try:
-        return _stat_tuple(os.stat(path))
+        st = os.stat(path)
     except OSError:
         return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)

@@ -26,6 +26,7 @@ from coord._proto.authpb import auth_pb2
 from coord._proto.etcdserverpb import rpc_pb2
 from coord.errors import (
     AUTH_OLD_REVISION,
+    MAX_AUTH_NAME_BYTES,
     PERMISSION_DENIED,
     USER_EMPTY,
     USER_NOT_FOUND,
@@ -43,7 +44,7 @@ KEY_REVISION = b"revision"
 KEY_ENABLE_EPOCH = b"enable_epoch"
 
 # LMDB bounds key length (511 bytes); names are keys.
-MAX_NAME_BYTES = 400
+MAX_NAME_BYTES = MAX_AUTH_NAME_BYTES
 
 
 def has_root_role(user: auth_pb2.User) -> bool:
