@@ -75,7 +75,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
         try:
             validation.check_txn(request, self._max_txn_ops, key_length=False)
             info = self._gate.credentials(context)
-            if _served_locally(request):
+            if kv_ops.served_locally(request):
                 await self._node.read_barrier()
                 self._gate.check_txn(info, request)
                 with self._node.read() as view:
@@ -99,17 +99,18 @@ class KVService(rpc_pb2_grpc.KVServicer):
         return resp
 
     async def _propose(self, kind: Kind, request: Message, info: AuthInfo | None) -> Message:
-        """Refuse a request that is too large (etcd's first refusal once the request is well formed), then a key
-        that is too long (coord's limit); then replicate it and return its response."""
-        request_id = self._node.next_id()
-        data = encode(kind, request_id, request, info)
-        if len(data) > self._max_request_bytes:
-            raise Rejected(REQUEST_TOO_LARGE)
-        validation.check_key_lengths(request)
-        return await self._node.propose(request_id, data)
+        return await propose_checked(self._node, kind, request, info, self._max_request_bytes)
 
 
-def _served_locally(request: rpc_pb2.TxnRequest) -> bool:
-    """etcd's isTxnReadonly: a txn whose branches hold only range ops is answered from local state; any other one,
-    a nested txn included even when it only reads, goes through the log (and so is held to --max-request-bytes)."""
-    return all(op.WhichOneof("request") == "request_range" for op in (*request.success, *request.failure))
+async def propose_checked(
+    node: Node, kind: Kind, request: Message, info: AuthInfo | None, max_request_bytes: int
+) -> Message:
+    """Refuse a request that is too large (etcd's first refusal once the request is well formed), then a key that is
+    too long (coord's limit); then replicate it and return its response. The KV service and the in-process client
+    of the Lock and Election services both write through here."""
+    request_id = node.next_id()
+    data = encode(kind, request_id, request, info)
+    if len(data) > max_request_bytes:
+        raise Rejected(REQUEST_TOO_LARGE)
+    validation.check_key_lengths(request)
+    return await node.propose(request_id, data)

@@ -26,15 +26,16 @@ from google.protobuf.message import Message
 
 from coord._proto.etcdserverpb import rpc_pb2
 from coord._proto.mvccpb import kv_pb2
-from coord.errors import COMPACTED, REQUEST_TOO_LARGE, ErrorSpec, EtcdError
+from coord.errors import COMPACTED, ErrorSpec, EtcdError
 from coord.server.api import validation
 from coord.server.api.common import Headers, abort
+from coord.server.api.kv import propose_checked
 from coord.server.auth import AuthGate, AuthInfo
 from coord.server.mvcc import kv_ops
 from coord.server.mvcc.watchable import WatchHub, WatchStream
 from coord.server.node import Node
 from coord.server.rejection import Rejected
-from coord.server.requests import Kind, encode
+from coord.server.requests import Kind
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +140,7 @@ class LocalClient:
         _caller.set(self._gate.credentials(context))
 
     async def _propose(self, kind: Kind, request: Message) -> Message:
-        request_id = self._node.next_id()
-        data = encode(kind, request_id, request, _caller.get())
-        if len(data) > self._max_request_bytes:
-            raise Rejected(REQUEST_TOO_LARGE)
-        return await self._node.propose(request_id, data)
+        return await propose_checked(self._node, kind, request, _caller.get(), self._max_request_bytes)
 
     def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         validation.check_range(request)
@@ -154,8 +151,8 @@ class LocalClient:
         return resp
 
     async def txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
-        validation.check_txn(request, self._max_txn_ops)
-        if kv_ops.is_read_only(request):
+        validation.check_txn(request, self._max_txn_ops, key_length=False)
+        if kv_ops.served_locally(request):
             self._gate.check_txn(_caller.get(), request)
             with self._node.read() as view:
                 resp = kv_ops.txn(view, request, lambda _lease: False)

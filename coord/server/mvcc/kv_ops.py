@@ -174,6 +174,12 @@ def _path(view: MvccReader, req: rpc_pb2.TxnRequest) -> list[bool]:
     return path
 
 
+def served_locally(req: rpc_pb2.TxnRequest) -> bool:
+    """etcd's isTxnReadonly: a txn whose branches hold only range ops is answered from local state; any other one,
+    a nested txn included even when it only reads, goes through the log (and so is held to --max-request-bytes)."""
+    return all(op.WhichOneof("request") == "request_range" for op in (*req.success, *req.failure))
+
+
 def is_read_only(req: rpc_pb2.TxnRequest) -> bool:
     for op in (*req.success, *req.failure):
         kind = op.WhichOneof("request")
