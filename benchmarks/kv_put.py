@@ -20,7 +20,6 @@ import os
 import platform
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks import noop_server
 from benchmarks.common import (
     TARGETS,
     cpu_seconds,
@@ -45,7 +45,6 @@ from coord.testing import (
     free_port,
     start_coord_server,
     start_etcd,
-    wait_for_port,
 )
 
 # --baselines: reference rows that bound what coord could reach on this machine (see benchmarks/README.md).
@@ -190,13 +189,7 @@ def _server(
         return
     try:
         if target == NOOP:
-            port = free_port()
-            argv = [sys.executable, "-m", "benchmarks.noop_server", "--port", str(port)]
-            log_path = base / "noop.log"
-            with open(log_path, "ab") as log:
-                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            server = ServerProcess(NOOP, proc, port, 0, base, log_path, argv=argv)
-            wait_for_port(port, 30.0, proc)
+            server = noop_server.start(base)
         elif target == "coord":
             # coord-server's HTTP listener defaults to the fixed port 2381: give it a free one, so this run does not
             # collide with another coord-server on the machine (a test run, a second benchmark).

@@ -18,14 +18,17 @@ import argparse
 import asyncio
 import itertools
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 import grpc.aio
 
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from coord._proto.mvccpb import kv_pb2
+from coord.testing import ServerProcess, free_port, wait_for_port
 
 Context = grpc.aio.ServicerContext[object, object]
 
@@ -63,6 +66,23 @@ async def serve(port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await server.stop(grace=None)
+
+
+def start(base: Path) -> ServerProcess:
+    """Start this server in its own process on a free port of 127.0.0.1 (its log in ``base/noop.log``); returns once
+    it listens. The caller stops it by PID (``ServerProcess.stop``)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "benchmarks.noop_server", "--port", str(port)]
+    log_path = base / "noop.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    server = ServerProcess("noop", proc, port, 0, base, log_path, argv=argv)
+    try:
+        wait_for_port(port, 30.0, proc)
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,30 +4,22 @@ the right targets. Behaviour only: no figure is asserted."""
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from benchmarks import kv_put
+from benchmarks import kv_put, noop_server
 from benchmarks.kv import LoadSpec, run_load
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from coord.testing import ServerProcess, free_port, wait_for_port
+from coord.testing import ServerProcess
 
 
 @contextlib.contextmanager
 def _noop_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    port = free_port()
-    argv = [sys.executable, "-m", "benchmarks.noop_server", "--port", str(port)]
-    log_path = tmp_path / "noop.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    server = ServerProcess("noop", proc, port, 0, tmp_path, log_path, argv=argv)
+    server = noop_server.start(tmp_path)
     try:
-        wait_for_port(port, 30.0, proc)
         yield server
     finally:
         server.stop()

@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,18 +150,7 @@ def test_elected_async_functions_take_turns_and_rerun_after_loss(server: Backend
     asyncio.run(scenario())
 
 
-@pytest.fixture
-def default_client(server: Backend) -> Iterator[coord.Client]:
-    client = coord.connect(server.endpoint, timeout=5)
-    previous = coord.set_default_client(client)
-    try:
-        yield client
-    finally:
-        coord.set_default_client(previous)
-        client.close()
-
-
-def test_elected_sync_function_is_signalled_then_reruns(server: Backend, default_client: coord.Client) -> None:
+def test_elected_sync_function_is_signalled_then_reruns(server: Backend, default_client_for: coord.Client) -> None:
     runs: list[int] = []
 
     @coord.elected
@@ -170,7 +159,7 @@ def test_elected_sync_function_is_signalled_then_reruns(server: Backend, default
         assert isinstance(leadership, coord.SyncLeadership)
         runs.append(leadership.epoch)
         if len(runs) == 1:
-            threading.Thread(target=default_client.delete, args=(leadership.key,)).start()
+            threading.Thread(target=default_client_for.delete, args=(leadership.key,)).start()
             assert leadership.wait_lost(timeout=10)  # signalled: the blocking body notices and returns
             assert not leadership.is_leader
             return -1  # discarded: leadership was lost during the run
@@ -178,27 +167,27 @@ def test_elected_sync_function_is_signalled_then_reruns(server: Backend, default
 
     assert job(21) == 42
     assert len(runs) == 2 and runs[1] > runs[0]
-    election = default_client.election(f"{job.__module__}.{job.__qualname__}")
+    election = default_client_for.election(f"{job.__module__}.{job.__qualname__}")
     assert election.leader() is None
     with pytest.raises(coord.NotLeader):
         coord.leadership()
 
 
 def test_elected_methods_and_async_functions_on_the_blocking_client(
-    server: Backend, default_client: coord.Client
+    server: Backend, default_client_for: coord.Client
 ) -> None:
     class Scheduler:
         def __init__(self) -> None:
             self.ticks = 0
 
-        @default_client.elected("scheduler", ttl=3)
+        @default_client_for.elected("scheduler", ttl=3)
         def tick(self, n: int) -> int:
             self.ticks += n
             return self.ticks
 
     assert Scheduler().tick(5) == 5
 
-    @default_client.elected
+    @default_client_for.elected
     def bare() -> str:
         return coord.leadership().key.decode()
 
@@ -213,7 +202,7 @@ def test_elected_methods_and_async_functions_on_the_blocking_client(
         assert isinstance(leadership, coord.SyncLeadership)
         if cancelled == 0:
             try:
-                await asyncio.to_thread(default_client.delete, leadership.key)
+                await asyncio.to_thread(default_client_for.delete, leadership.key)
                 await asyncio.sleep(60)
             except asyncio.CancelledError:
                 cancelled += 1

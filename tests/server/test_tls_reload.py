@@ -15,12 +15,12 @@ import socket
 import ssl
 from pathlib import Path
 
-import grpc
 import pytest
 
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from coord.testing import CertificateAuthority, ServerProcess, TLSFiles, start_coord_server, start_etcd
 from tests.conftest import require_etcd
+from tests.server.tls_helpers import channel_presenting
 
 cryptography_x509 = pytest.importorskip("cryptography.x509")
 
@@ -57,13 +57,6 @@ def _start(kind: str, data_dir: Path, client: TLSFiles, peer: TLSFiles) -> tuple
     return server, {"client": server.client_port, "peer": peer_port, "http": http_port}
 
 
-def _channel(server: ServerProcess, user: TLSFiles) -> grpc.Channel:
-    """A new channel verifying the server against the CA, presenting ``user`` (etcd asks for client certificates when
-    given --trusted-ca-file)."""
-    credentials = grpc.ssl_channel_credentials(user.ca.read_bytes(), user.key.read_bytes(), user.cert.read_bytes())
-    return grpc.secure_channel(server.endpoint, credentials)
-
-
 @pytest.mark.parametrize("kind", ["etcd", "coord"])
 def test_rotated_certificate_is_served_to_new_connections(kind: str, tmp_path: Path) -> None:
     if kind == "etcd":
@@ -73,7 +66,7 @@ def test_rotated_certificate_is_served_to_new_connections(kind: str, tmp_path: P
     user = ca.issue("user")
     server, ports = _start(kind, tmp_path / kind, client_files, peer_files)
     try:
-        before = _channel(server, user)
+        before = channel_presenting(server.endpoint, user)
         try:
             kv = rpc_pb2_grpc.KVStub(before)
             kv.Put(rpc_pb2.PutRequest(key=b"k", value=b"v1"), timeout=15)
@@ -87,7 +80,7 @@ def test_rotated_certificate_is_served_to_new_connections(kind: str, tmp_path: P
 
             # The connection opened before the rotation is untouched; a new one verifies the new certificate.
             kv.Put(rpc_pb2.PutRequest(key=b"k", value=b"v2"), timeout=15)
-            with _channel(server, user) as after:
+            with channel_presenting(server.endpoint, user) as after:
                 resp = rpc_pb2_grpc.KVStub(after).Range(rpc_pb2.RangeRequest(key=b"k"), timeout=15)
             assert [kv.value for kv in resp.kvs] == [b"v2"]
 
