@@ -34,6 +34,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+import coord
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from coord.testing import Cluster, ServerProcess
 from tests.conftest import require_etcd
@@ -293,6 +294,7 @@ class Run:
     errors: Counter[str]
     faults: list[str]
     healed_ns: int  # when the nemesis had healed its last fault
+    watched: list[tuple[int, str, bytes, bytes]]  # (revision, type, key, value) seen by a watch open all along
 
 
 def _final_reads(members: list[ServerProcess], recorder: Recorder) -> None:
@@ -307,12 +309,52 @@ def _final_reads(members: list[ServerProcess], recorder: Recorder) -> None:
                     time.sleep(0.2)
 
 
+class WatchCollector(threading.Thread):
+    """A coord SDK watch on every key, from revision 1, open through all the faults (the SDK resumes it on another
+    member after an error); collects every event until :meth:`finish` sees it caught up with ``revision``."""
+
+    def __init__(self, endpoints: list[str]) -> None:
+        super().__init__(name="watch-collector", daemon=True)
+        self.events: list[tuple[int, str, bytes, bytes]] = []
+        self.failure: BaseException | None = None
+        self._client = coord.connect(endpoints, timeout=5)
+        self._watcher = self._client.watch("lin/", prefix=True, start_revision=1)
+        self._until: int | None = None
+        self._deadline = 0.0
+
+    def run(self) -> None:
+        try:
+            while self._until is None or self._watcher.revision < self._until:
+                if self._until is not None and time.monotonic() > self._deadline:
+                    raise AssertionError(f"the watch did not reach revision {self._until}")
+                try:
+                    event = self._watcher.next(timeout=0.5)
+                except TimeoutError:
+                    continue
+                self.events.append((event.revision, event.type.value, event.key, event.kv.value))
+        except BaseException as exc:  # reported by finish()
+            self.failure = exc
+
+    def finish(self, revision: int, timeout: float = 60.0) -> list[tuple[int, str, bytes, bytes]]:
+        self._deadline = time.monotonic() + timeout
+        self._until = revision
+        self.join(timeout + 5)
+        self._watcher.cancel()
+        self._client.close()
+        assert not self.is_alive(), "the watch collector did not stop"
+        if self.failure is not None:
+            raise AssertionError(f"the watch failed: {self.failure!r}") from self.failure
+        return self.events
+
+
 def run_workload(cluster: Cluster, plan: Plan, seed: int) -> Run:
     """Drive the clients and the nemesis over ``cluster``; returns the history and its check."""
     leader(cluster, timeout=30)
     recorder = Recorder()
     stop = threading.Event()
     endpoints = [m.endpoint for m in cluster.members]
+    collector = WatchCollector(endpoints)
+    collector.start()
     clients = [Client(c, endpoints, plan, recorder, stop, seed * 100 + c) for c in range(plan.clients)]
     nemesis = Nemesis(cluster, plan, stop, seed)
     for thread in (*clients, nemesis):
@@ -334,8 +376,33 @@ def run_workload(cluster: Cluster, plan: Plan, seed: int) -> Run:
     leader(cluster, timeout=30)
     _final_reads(cluster.members, recorder)
     wait_converged(cluster, timeout=30)
+    with grpc.insecure_channel(leader(cluster, timeout=30).endpoint) as ch:
+        current = rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"lin/"), timeout=10).header.revision
+    watched = collector.finish(current)
     report = check(recorder.ops, max_states=1_000_000, time_limit_s=20)
-    return Run(recorder.ops, report, recorder.errors, nemesis.log, healed_ns)
+    return Run(recorder.ops, report, recorder.errors, nemesis.log, healed_ns, watched)
+
+
+def assert_watch_saw_every_write(run: Run) -> None:
+    """The watch kept open through the faults lost no event and repeated none: revisions never go back, no
+    (revision, key) twice, every acknowledged write and successful cas appears as exactly one PUT, and every PUT is a
+    value some client sent (no compaction runs here, so no event is a resync)."""
+    assert run.watched, "the watch saw nothing"
+    revisions = [rev for rev, _, _, _ in run.watched]
+    assert revisions == sorted(revisions), "watch events went back in revision"
+    changes = [(rev, key) for rev, _, key, _ in run.watched]
+    assert len(changes) == len(set(changes)), "a watch event was delivered twice"
+    puts = Counter(value.decode() for _, kind, _, value in run.watched if kind == "PUT")
+    sent = {op.value for op in run.history if op.kind in ("write", "cas") and op.outcome is not Outcome.FAILED}
+    acknowledged = [
+        op.value
+        for op in run.history
+        if op.outcome is Outcome.OK and (op.kind == "write" or (op.kind == "cas" and op.succeeded))
+    ]
+    missing = [value for value in acknowledged if puts[str(value)] != 1]
+    assert not missing, f"acknowledged writes not seen exactly once by the watch: {missing[:5]}"
+    unknown = [value for value in puts if value not in sent]
+    assert not unknown, f"the watch saw values no client wrote: {unknown[:5]}"
 
 
 def _summary(run: Run) -> str:
@@ -409,6 +476,7 @@ def assert_linearizable(run: Run, tmp_path: Path, min_ok: int) -> None:
     assert len(ok) >= min_ok, f"only {len(ok)} operations succeeded: the run tested too little"
     assert min(kinds[k] for k in ("write", "read", "cas")) >= min_ok // 10, f"too few of some kind: {kinds}"
     assert any(op.kind == "cas" and op.succeeded for op in ok), "no cas ever succeeded"
+    assert_watch_saw_every_write(run)
     # The clients were still working once every fault had healed (so they also ran through every fault).
     after = Counter(op.kind for op in ok if op.invoke_ns >= run.healed_ns)
     assert after["write"] and after["read"], f"no write or no read after the last fault healed: {after}"
