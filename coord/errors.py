@@ -203,6 +203,7 @@ AUTH_FAILED = ErrorSpec(
     _C.INVALID_ARGUMENT, "etcdserver: authentication failed, invalid user ID or password", AuthFailedError
 )
 MEMBER_NOT_FOUND = ErrorSpec(_C.NOT_FOUND, "etcdserver: member not found", EtcdError)
+MEMBER_BAD_URLS = ErrorSpec(_C.INVALID_ARGUMENT, "etcdserver: given member URLs are invalid", EtcdError)
 PEER_URL_EXISTS = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: Peer URLs already exists", EtcdError)
 MEMBER_NOT_LEARNER = ErrorSpec(_C.FAILED_PRECONDITION, "etcdserver: can only promote a learner member", EtcdError)
 LEARNER_NOT_READY = ErrorSpec(

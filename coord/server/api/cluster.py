@@ -15,12 +15,11 @@ import grpc
 from coord._proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from coord.errors import (
     LEARNER_NOT_READY,
+    MEMBER_BAD_URLS,
     MEMBER_NOT_FOUND,
     MEMBER_NOT_LEARNER,
     PEER_URL_EXISTS,
     TOO_MANY_LEARNERS,
-    ErrorSpec,
-    EtcdError,
 )
 from coord.server.api.common import Headers, abort
 from coord.server.config import host_port
@@ -38,7 +37,6 @@ _MAX_LEARNERS = 1
 _READY_FRACTION = 0.9
 
 # etcd's ErrGRPCMemberBadURLs, for any peer URL list its types.NewURLs refuses.
-MEMBER_BAD_URLS = ErrorSpec(grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: given member URLs are invalid", EtcdError)
 
 
 def checked_peer_urls(urls: Sequence[str]) -> list[str]:
